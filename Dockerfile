@@ -1,0 +1,24 @@
+# The gateway with its embedded local runtime. Build: docker build -t runtime-gateway .
+# Run:   docker run -p 50051:50051 runtime-gateway
+# Stage 1 builds a virtualenv with the server and local extras; stage 2 copies only that.
+FROM python:3.11-slim AS build
+WORKDIR /src
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY pyproject.toml constraints.txt README.md ./
+COPY clients/python clients/python
+COPY server server
+RUN /opt/venv/bin/pip install -c constraints.txt '.[server,local]'
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 gateway
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    RUNTIME_GATEWAY_LISTEN=0.0.0.0:50051
+USER 10001
+WORKDIR /home/gateway
+EXPOSE 50051
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["runtime-gateway", "health", "--address", "127.0.0.1:50051"]
+ENTRYPOINT ["runtime-gateway", "serve"]

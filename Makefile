@@ -1,0 +1,64 @@
+# Two commands for a fresh machine:  `make demo`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_STAMP := tests/node/node_modules/.installed
+# buf breaking compares against this git ref (e.g. AGAINST='.git#tag=v0.1.0').
+AGAINST ?= .git\#branch=main
+
+.PHONY: install demo test test-fast proto proto-check proto-lint proto-breaking lint node-deps system-deps clean
+
+install: $(STAMP)
+
+# Debian packages the suite needs, installed only when missing (CI machines start bare).
+system-deps:
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "installing nodejs and npm (Debian)"; \
+	  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[server,local,dev]'
+	touch $(STAMP)
+
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json | system-deps
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+node-deps: $(NODE_STAMP)
+
+# Regenerate the Python stubs and type stubs from protos/.
+proto: $(STAMP)
+	$(PY) tools/genproto.py
+
+proto-check: $(STAMP)
+	$(PY) tools/genproto.py --check
+
+proto-lint: $(STAMP)
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+
+proto-breaking: $(STAMP)
+	$(BIN)/buf breaking --against '$(AGAINST)'
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP) node-deps proto-check proto-lint lint
+	$(PY) -m pytest
+
+# The suite without the installs and static checks (for a quick loop).
+test-fast:
+	$(PY) -m pytest -x -q
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,44 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_ARGUMENT: _ClassVar[ErrorReason]
+    ERROR_REASON_CREDENTIALS_MISSING: _ClassVar[ErrorReason]
+    ERROR_REASON_UPSTREAM_UNAUTHENTICATED: _ClassVar[ErrorReason]
+    ERROR_REASON_UPSTREAM_PERMISSION_DENIED: _ClassVar[ErrorReason]
+    ERROR_REASON_ACCOUNT_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_ACCOUNT_ALREADY_EXISTS: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_ACCOUNT: _ClassVar[ErrorReason]
+    ERROR_REASON_BACKEND_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_PROGRAM_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_INVALID_STATE: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_UPSTREAM_RATE_LIMITED: _ClassVar[ErrorReason]
+    ERROR_REASON_UPSTREAM_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_UPSTREAM_ERROR: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_SUPPORTED: _ClassVar[ErrorReason]
+    ERROR_REASON_GATEWAY_API_KEY_INVALID: _ClassVar[ErrorReason]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+ERROR_REASON_INVALID_ARGUMENT: ErrorReason
+ERROR_REASON_CREDENTIALS_MISSING: ErrorReason
+ERROR_REASON_UPSTREAM_UNAUTHENTICATED: ErrorReason
+ERROR_REASON_UPSTREAM_PERMISSION_DENIED: ErrorReason
+ERROR_REASON_ACCOUNT_NOT_FOUND: ErrorReason
+ERROR_REASON_ACCOUNT_ALREADY_EXISTS: ErrorReason
+ERROR_REASON_INVALID_ACCOUNT: ErrorReason
+ERROR_REASON_BACKEND_NOT_FOUND: ErrorReason
+ERROR_REASON_JOB_NOT_FOUND: ErrorReason
+ERROR_REASON_PROGRAM_NOT_FOUND: ErrorReason
+ERROR_REASON_JOB_INVALID_STATE: ErrorReason
+ERROR_REASON_JOB_FAILED: ErrorReason
+ERROR_REASON_UPSTREAM_RATE_LIMITED: ErrorReason
+ERROR_REASON_UPSTREAM_UNAVAILABLE: ErrorReason
+ERROR_REASON_UPSTREAM_ERROR: ErrorReason
+ERROR_REASON_NOT_SUPPORTED: ErrorReason
+ERROR_REASON_GATEWAY_API_KEY_INVALID: ErrorReason

@@ -1,0 +1,3 @@
+from runtime_gateway_server.cli import main
+
+raise SystemExit(main())

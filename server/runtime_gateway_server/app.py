@@ -1,0 +1,103 @@
+"""Assembles the gateway's grpc.aio server: API services, health, reflection, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
+
+from runtime_gateway_server.reflection import enable_reflection
+
+log = structlog.get_logger("runtime_gateway_server")
+
+API_SERVICE_NAMES: tuple[str, ...] = (
+    accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+    backends_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
+    jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+)
+
+# Job inputs and results of large circuits reach tens of MB.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ListenError(OSError):
+    """The gateway cannot bind its listen address."""
+
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class ServeOptions:
+    """What `runtime-gateway serve` was asked for."""
+
+    listen: str = "127.0.0.1:50051"
+    grace_seconds: float = 10.0
+    registrars: Sequence[Registrar] = field(default_factory=tuple)
+
+
+class GatewayServer:
+    """A started gateway; `port` is the bound port (useful when listening on port 0)."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.server = grpc.aio.server(
+            options=[
+                # A second gateway on a busy port must fail, not silently share it.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        for register in options.registrars:
+            register(self.server)
+        enable_reflection(self.server, (*API_SERVICE_NAMES, health.SERVICE_NAME))
+        try:
+            self.port = self.server.add_insecure_port(options.listen)
+        except RuntimeError as error:  # grpc reports bind failures as RuntimeError
+            raise ListenError(
+                f"cannot listen on {options.listen!r}: address in use or invalid"
+            ) from error
+
+    @property
+    def address(self) -> str:
+        host = self.options.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self.health.set("", serving)
+        for name in API_SERVICE_NAMES:
+            await self.health.set(name, serving)
+
+    async def stop(self) -> None:
+        """Drains: health says NOT_SERVING, new calls are refused, in-flight ones get the grace."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.options.grace_seconds)
+
+
+async def serve_until_signalled(server: GatewayServer, on_ready: Callable[[], None]) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    on_ready()
+    await stop.wait()
+    log.info("shutdown_started", grace_seconds=server.options.grace_seconds)
+    await server.stop()
+    log.info("shutdown_complete")

@@ -1,0 +1,173 @@
+"""The `runtime-gateway` command: `serve`, `local-runtime` and `health`.
+
+Long-running commands print exactly one JSON line to stdout once they are ready to serve
+(scripts and tests wait for it); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+ENV_PREFIX = "RUNTIME_GATEWAY_"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def _print_ready(**fields: Any) -> None:
+    print(json.dumps({"event": "ready", **fields}), flush=True)
+
+
+def _add_logging_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=_env("LOG_FORMAT", "json"),
+        help="log line format on stderr (env RUNTIME_GATEWAY_LOG_FORMAT; default: json)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (env RUNTIME_GATEWAY_LOG_LEVEL; default: INFO)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runtime-gateway",
+        description="A gRPC gateway to IBM Quantum's Qiskit Runtime, and its local runtime.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gRPC gateway",
+        description="Run the gRPC gateway (health and reflection included). Prints one JSON "
+        'line {"event": "ready", "address": ...} on stdout once it serves.',
+    )
+    serve.add_argument(
+        "--listen",
+        default=_env("LISTEN", "127.0.0.1:50051"),
+        help="HOST:PORT to listen on; port 0 picks a free port "
+        "(env RUNTIME_GATEWAY_LISTEN; default: 127.0.0.1:50051)",
+    )
+    serve.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=float(_env("GRACE_SECONDS", "10")),
+        help="how long in-flight calls may finish after SIGTERM/SIGINT (default: 10)",
+    )
+    _add_logging_flags(serve)
+
+    local = commands.add_parser(
+        "local-runtime",
+        help="run the local runtime (an emulator of IBM Runtime's HTTP API) alone",
+        description="Run the local runtime alone. Prints one JSON line on stdout once it "
+        "serves, with its base URL, the API token it accepts and the instances it serves.",
+    )
+    local.add_argument(
+        "--listen",
+        default=_env("LOCAL_LISTEN", "127.0.0.1:8765"),
+        help="HOST:PORT to listen on; port 0 picks a free port (default: 127.0.0.1:8765)",
+    )
+    local.add_argument(
+        "--token",
+        default=os.environ.get(ENV_PREFIX + "LOCAL_TOKEN"),
+        help="the API token (IBM Cloud API key / IBM Quantum token) it accepts; "
+        "default: a random one, printed in the ready line",
+    )
+    local.add_argument(
+        "--data-dir",
+        default=os.environ.get(ENV_PREFIX + "LOCAL_DATA_DIR"),
+        help="keep jobs in this directory so they survive a restart (default: in memory)",
+    )
+    local.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("LOCAL_WORKERS", "2")),
+        help="jobs run at once (default: 2)",
+    )
+    _add_logging_flags(local)
+
+    check = commands.add_parser(
+        "health",
+        help="probe a gateway's grpc.health.v1 service (exit 0 when SERVING)",
+        description="Ask a gateway's grpc.health.v1 service for a status. Exit status 0 when "
+        "SERVING, 1 otherwise (NOT_SERVING, unreachable, timeout).",
+    )
+    check.add_argument(
+        "--address",
+        default=_env("ADDRESS", "127.0.0.1:50051"),
+        help="HOST:PORT of the gateway (default: 127.0.0.1:50051)",
+    )
+    check.add_argument("--service", default="", help="service name to ask about (default: server)")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default: 3)")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from runtime_gateway_server.app import GatewayServer, ServeOptions, serve_until_signalled
+    from runtime_gateway_server.logs import configure_logging
+
+    configure_logging(args.log_format, args.log_level)
+
+    async def run() -> None:
+        server = GatewayServer(ServeOptions(listen=args.listen, grace_seconds=args.grace_seconds))
+        await serve_until_signalled(
+            server, lambda: _print_ready(service="gateway", address=server.address)
+        )
+
+    asyncio.run(run())
+    return 0
+
+
+def _local_runtime(args: argparse.Namespace) -> int:
+    from runtime_gateway_local.main import run_local_runtime
+
+    from runtime_gateway_server.logs import configure_logging
+
+    configure_logging(args.log_format, args.log_level)
+    return run_local_runtime(
+        listen=args.listen,
+        token=args.token,
+        data_dir=args.data_dir,
+        workers=args.workers,
+        on_ready=lambda info: _print_ready(service="local-runtime", **info),
+    )
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            print(f"unhealthy: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"serve": _serve, "local-runtime": _local_runtime, "health": _health}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:  # cannot listen, data directory unusable, ...
+        print(f"runtime-gateway {args.command}: {error}", file=sys.stderr)
+        return 2
