@@ -117,4 +117,5 @@ def configure_logging(fmt: LogFormat = "json", level: str = "INFO") -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.getLevelName(level.upper()))
+    # Libraries (qiskit's transpiler, urllib3) are chatty at INFO: warnings only, unless debugging.
+    root.setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)

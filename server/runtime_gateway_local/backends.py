@@ -1,0 +1,146 @@
+"""Backends of the local runtime: real device snapshots plus a noiseless simulator.
+
+Device configurations and calibrations are the JSON snapshots qiskit-ibm-runtime ships
+for its fake backends, read from the installed package at run time. Jobs on a device run
+on Qiskit Aer with the noise model built from that device's calibration.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from typing import Any
+
+# Snapshot directory name -> fake backend class in qiskit_ibm_runtime.fake_provider.
+# Different sizes and generations; the Falcon r5.11, Eagle and Heron devices support
+# dynamic circuits, ibmq_lima does not.
+DEFAULT_DEVICES: dict[str, str] = {
+    "manila": "FakeManilaV2",  # 5 qubits, Falcon r5.11
+    "lima": "FakeLimaV2",  # 5 qubits, Falcon r4T, no dynamic circuits
+    "algiers": "FakeAlgiers",  # 27 qubits, Falcon r5.11
+    "brisbane": "FakeBrisbane",  # 127 qubits, Eagle r3
+    "torino": "FakeTorino",  # 133 qubits, Heron r1
+}
+
+SIMULATOR_NAME = "ibmq_qasm_simulator"
+SIMULATOR_QUBITS = 32
+
+_SIMULATOR_GATES = ["id", "rz", "sx", "x", "cx", "cz", "ecr", "h", "s", "sdg", "t", "tdg",
+                    "y", "z", "rx", "ry", "p", "u", "swap", "ccx"]  # fmt: skip
+
+
+@dataclass
+class BackendEntry:
+    """One backend: its configuration, calibration and how to simulate it."""
+
+    name: str
+    configuration: dict[str, Any]
+    properties: dict[str, Any] | None
+    fake_class: str | None  # None for the noiseless simulator
+    operational: bool = True
+    status_msg: str = "active"
+    # A device runs one job at a time, like the real one; also guards the lazy models below.
+    run_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def simulator(self) -> bool:
+        return self.fake_class is None
+
+    @property
+    def num_qubits(self) -> int:
+        return int(self.configuration["n_qubits"])
+
+    @cached_property
+    def fake_backend(self) -> Any:
+        """The qiskit-ibm-runtime fake backend (a BackendV2 with this device's target)."""
+        if self.fake_class is None:
+            raise ValueError(f"{self.name} is a simulator and has no device model")
+        module = importlib.import_module("qiskit_ibm_runtime.fake_provider")
+        return getattr(module, self.fake_class)()
+
+    @cached_property
+    def aer_simulator(self) -> Any:
+        """An AerSimulator with this device's noise model and coupling (built once)."""
+        from qiskit_aer import AerSimulator
+
+        return AerSimulator() if self.simulator else AerSimulator.from_backend(self.fake_backend)
+
+
+def _snapshot(directory: str, kind: str) -> dict[str, Any]:
+    package = f"qiskit_ibm_runtime.fake_provider.backends.{directory}"
+    text = resources.files(package).joinpath(f"{kind}_{directory}.json").read_text()
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _device_configuration(directory: str) -> dict[str, Any]:
+    config = _snapshot(directory, "conf")
+    features = list(config.get("supported_features") or [])
+    # 0.21 clients read dynamic-circuit support from "qasm3", 0.51 from "dynamic_circuits".
+    if "qasm3" in features and "dynamic_circuits" not in features:
+        features.append("dynamic_circuits")
+    config["supported_features"] = features
+    return config
+
+
+def simulator_configuration() -> dict[str, Any]:
+    return {
+        "backend_name": SIMULATOR_NAME,
+        "backend_version": "0.1.0",
+        "n_qubits": SIMULATOR_QUBITS,
+        "basis_gates": list(_SIMULATOR_GATES),
+        "gates": [
+            {"name": g, "parameters": [], "qasm_def": f"gate {g} q {{ }}"} for g in _SIMULATOR_GATES
+        ],
+        "local": False,
+        "simulator": True,
+        "conditional": True,
+        "open_pulse": False,
+        "memory": True,
+        "max_shots": 100000,
+        "max_experiments": 300,
+        "coupling_map": None,
+        "supported_instructions": [*_SIMULATOR_GATES, "measure", "reset", "delay", "barrier",
+                                   "if_else", "for_loop", "while_loop", "switch_case"],
+        "supported_features": ["qasm3", "dynamic_circuits"],
+        "description": "Noiseless Qiskit Aer simulator of the local runtime",
+        "online_date": "2024-01-01T00:00:00Z",
+        "processor_type": {"family": "Simulator", "revision": "1"},
+    }  # fmt: skip
+
+
+class BackendCatalog:
+    """The backends one local runtime serves, by name."""
+
+    def __init__(self, devices: dict[str, str] | None = None, include_simulator: bool = True):
+        self._entries: dict[str, BackendEntry] = {}
+        for directory, fake_class in (devices or DEFAULT_DEVICES).items():
+            config = _device_configuration(directory)
+            properties = _snapshot(directory, "props")
+            name = config["backend_name"]
+            self._entries[name] = BackendEntry(name, config, properties, fake_class)
+        if include_simulator:
+            self._entries[SIMULATOR_NAME] = BackendEntry(
+                SIMULATOR_NAME, simulator_configuration(), None, None
+            )
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> BackendEntry | None:
+        return self._entries.get(name)
+
+    def configuration(self, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._entries[name].configuration)
+
+    def set_operational(self, name: str, operational: bool, status_msg: str = "active") -> None:
+        with self._lock:
+            entry = self._entries[name]
+            entry.operational = operational
+            entry.status_msg = status_msg

@@ -1,0 +1,285 @@
+"""Jobs of the local runtime: records, persistence, and the queue that runs them.
+
+States follow IBM's `state.status`: Queued → Running → Completed | Failed | Cancelled.
+With a data directory, every change is written atomically (one JSON file per job), and a
+restart re-queues jobs that had not finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import string
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("runtime_gateway_local.jobs")
+
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
+    "Queued", "Running", "Completed", "Failed", "Cancelled",
+)  # fmt: skip
+PENDING_STATES = (QUEUED, RUNNING)
+FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_id(prefix: str = "d") -> str:
+    """A job or session id shaped like IBM's: 20 lower-case letters and digits."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(19))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class JobRecord:
+    id: str
+    program_id: str
+    backend: str
+    user_id: str
+    instance: str  # CRN or hub/group/project
+    params: str  # the inputs exactly as submitted (JSON text)
+    created: str
+    status: str = QUEUED
+    reason: str | None = None
+    reason_code: int | None = None
+    tags: list[str] = field(default_factory=list)
+    session_id: str | None = None
+    private: bool = False
+    cost: int | None = None
+    log_level: str | None = None
+    runtime: str = ""
+    running: str | None = None
+    finished: str | None = None
+    result: str | None = None  # encoded result (0.51 form), or the failure text
+    result_read: bool = False  # private jobs' results can be read once
+    logs: str = ""
+    quantum_seconds: float = 0.0
+    num_circuits: int = 0
+    num_qubits: list[int] = field(default_factory=list)
+    hgp: str | None = None  # hub/group/project for the ibm_quantum channel
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATES
+
+    def add_log(self, message: str, level: str = "INFO") -> None:
+        self.logs += f"{now_iso()} {level}: {message}\n"
+
+
+class JobStore:
+    """Thread-safe job records, optionally persisted to `data_dir/jobs/<id>.json`."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+        self._lock = threading.RLock()
+        self._jobs: dict[str, JobRecord] = {}
+        self._dir = Path(data_dir, "jobs") if data_dir else None
+        if self._dir is not None:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            for path in sorted(self._dir.glob("*.json")):
+                try:
+                    record = JobRecord(**json.loads(path.read_text()))
+                except (OSError, ValueError, TypeError) as error:
+                    log.warning("job_file_unreadable", path=str(path), error=str(error))
+                    continue
+                self._jobs[record.id] = record
+
+    def add(self, record: JobRecord) -> None:
+        with self._lock:
+            self._jobs[record.id] = record
+            self._save(record)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def update(self, job_id: str, change: Callable[[JobRecord], bool | None]) -> JobRecord | None:
+        """Applies `change` under the lock and persists; `change` returning False skips saving."""
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None:
+                return None
+            if change(record) is not False:
+                self._save(record)
+            return record
+
+    def delete(self, job_id: str) -> bool:
+        with self._lock:
+            record = self._jobs.pop(job_id, None)
+            if record is not None and self._dir is not None:
+                (self._dir / f"{job_id}.json").unlink(missing_ok=True)
+            return record is not None
+
+    def all(self) -> list[JobRecord]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def __iter__(self) -> Iterator[JobRecord]:
+        return iter(self.all())
+
+    def _save(self, record: JobRecord) -> None:
+        if self._dir is None:
+            return
+        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{record.id}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(asdict(record), handle)
+            os.replace(tmp, self._dir / f"{record.id}.json")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+Executor = Callable[[JobRecord], tuple[str, float, list[str]]]
+
+
+class JobRunner:
+    """Runs queued jobs on `workers` threads; `execute` returns (result, seconds, log lines)."""
+
+    def __init__(self, store: JobStore, execute: Executor, workers: int = 2) -> None:
+        self._store = store
+        self._execute = execute
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"local-runtime-worker-{i}", daemon=True)
+            for i in range(max(1, workers))
+        ]
+        self.paused = threading.Event()  # set: workers take no new job (tests hold jobs QUEUED)
+
+    def start(self) -> None:
+        for record in sorted(self._store.all(), key=lambda r: r.created):
+            if record.status in PENDING_STATES:  # interrupted by a restart: run again
+                self._store.update(record.id, _requeue)
+                self._queue.put(record.id)
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job_id: str) -> None:
+        self._queue.put(job_id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(10)
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            job_id = self._queue.get()
+            if job_id is None:
+                return
+            while self.paused.is_set() and not self._stopping.is_set():
+                time.sleep(0.05)
+            record = self._store.update(job_id, _start)
+            if record is None or record.status != RUNNING:
+                continue  # cancelled or deleted while queued
+            try:
+                result, seconds, lines = self._execute(record)
+            except Exception as error:
+                log.info("job_failed", job_id=job_id, error=str(error))
+                self._store.update(job_id, lambda r, e=error: _fail(r, e))
+                continue
+            self._store.update(job_id, lambda r, o=(result, seconds, lines): _complete(r, *o))
+
+
+def _requeue(record: JobRecord) -> None:
+    record.status = QUEUED
+    record.running = None
+    record.add_log("Job re-queued after a restart of the local runtime")
+
+
+def _start(record: JobRecord) -> bool:
+    if record.status != QUEUED:
+        return False
+    record.status = RUNNING
+    record.running = now_iso()
+    record.add_log(f"Job started on {record.backend}")
+    return True
+
+
+def _complete(record: JobRecord, result: str, seconds: float, lines: list[str]) -> bool:
+    if record.status != RUNNING:  # cancelled while running: the result is discarded
+        return False
+    for line in lines:
+        record.add_log(line)
+    record.status = COMPLETED
+    record.finished = now_iso()
+    record.result = result
+    record.quantum_seconds = seconds
+    return True
+
+
+def _fail(record: JobRecord, error: Exception) -> bool:
+    if record.status != RUNNING:
+        return False
+    message = str(error) or type(error).__name__
+    record.add_log(f"Job failed: {message}", "ERROR")
+    record.status = FAILED
+    record.reason = f"Error running the program: {message}"
+    record.reason_code = 1000
+    record.finished = now_iso()
+    record.result = f"Traceback (most recent call last):\n{type(error).__name__}: {message}\n"
+    return True
+
+
+def cancel(record: JobRecord) -> bool:
+    """Cancels a pending job; False if it is already final."""
+    if record.final:
+        return False
+    record.status = CANCELLED
+    record.reason = "Job cancelled by the user"
+    record.finished = now_iso()
+    record.add_log("Job cancelled")
+    return True
+
+
+def utc_timestamp(value: str) -> datetime:
+    """Parses IBM's ISO timestamps (with or without a zone; none means UTC)."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def to_job_json(record: JobRecord, include_params: bool, api_version: bool) -> dict[str, Any]:
+    """The job as IBM's `GET /jobs/{id}` returns it."""
+    state: dict[str, Any] = {"status": record.status}
+    if record.reason:
+        state["reason"] = record.reason
+    if record.reason_code is not None:
+        state["reason_code"] = record.reason_code
+    body: dict[str, Any] = {
+        "id": record.id,
+        "backend": record.backend,
+        "program": {"id": record.program_id},
+        "created": record.created,
+        "session_id": record.session_id,
+        "tags": list(record.tags),
+        "cost": record.cost or 0,
+        "state": state,
+        "status": record.status,
+        "runtime": record.runtime,
+        "private": record.private,
+        "user_id": record.user_id,
+        "usage": {"seconds": record.quantum_seconds, "quantum_seconds": record.quantum_seconds},
+    }
+    if record.finished:
+        body["ended"] = record.finished
+    if record.hgp:
+        body["hub"], body["group"], body["project"] = record.hgp.split("/")
+    if include_params:
+        body["params"] = json.loads(record.params)
+    if not api_version:  # the 0.21 dialect has no `usage` / `private` fields
+        body.pop("private")
+    return body
