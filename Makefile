@@ -6,10 +6,12 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
+SDK021 := .venv-sdk021
+SDK021_STAMP := $(SDK021)/.installed
 # buf breaking compares against this git ref (e.g. AGAINST='.git#tag=v0.1.0').
 AGAINST ?= .git\#branch=main
 
-.PHONY: install demo test test-fast proto proto-check proto-lint proto-breaking lint node-deps system-deps clean
+.PHONY: install demo test test-fast proto proto-check proto-lint proto-breaking lint node-deps sdk021-venv system-deps clean
 
 install: $(STAMP)
 
@@ -30,6 +32,15 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json | system-dep
 	touch $(NODE_STAMP)
 
 node-deps: $(NODE_STAMP)
+
+# The 0.21 SDK (qiskit<1.1) cannot share a virtualenv with the newest one.
+$(SDK021_STAMP): tests/compat/sdk021/requirements.txt
+	$(PYTHON) -m venv $(SDK021)
+	$(SDK021)/bin/python -m pip install -q --upgrade pip
+	$(SDK021)/bin/python -m pip install -q -r tests/compat/sdk021/requirements.txt
+	touch $(SDK021_STAMP)
+
+sdk021-venv: $(SDK021_STAMP)
 
 # Regenerate the Python stubs and type stubs from protos/.
 proto: $(STAMP)
@@ -53,7 +64,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP) node-deps proto-check proto-lint lint
+test: $(STAMP) node-deps sdk021-venv proto-check proto-lint lint
 	$(PY) -m pytest
 
 # The suite without the installs and static checks (for a quick loop).
@@ -61,4 +72,4 @@ test-fast:
 	$(PY) -m pytest -x -q
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(SDK021) tests/node/node_modules .pytest_cache .ruff_cache .mypy_cache

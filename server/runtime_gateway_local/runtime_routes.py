@@ -18,7 +18,6 @@ from runtime_gateway_local import programs
 from runtime_gateway_local.auth import Principal
 from runtime_gateway_local.http import HttpError, Request, Response, Router
 from runtime_gateway_local.jobs import (
-    CANCELLED,
     COMPLETED,
     FAILED,
     FINAL_STATES,
@@ -227,9 +226,9 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
     def properties(request: Request) -> Response:
         caller(request)
         entry = backend_or_404(request.params["name"])
-        if entry.properties is None:
-            raise HttpError(404, f"Backend {entry.name} is a simulator and has no properties.")
-        return Response.json(entry.properties)
+        # Simulators have no calibration: an empty document, which both SDKs read as "none"
+        # (0.21's SamplerV2 asks for it through `backend.target`).
+        return Response.json(entry.properties or {})
 
     def status(request: Request) -> Response:
         caller(request)
@@ -488,8 +487,9 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
 
     def cancel_job(request: Request) -> Response:
         record = job_or_404(request, caller(request))
-        cancelled = rt.store.update(record.id, cancel)
-        if cancelled is None or cancelled.status != CANCELLED or record.status != CANCELLED:
+        outcome: list[bool] = []
+        rt.store.update(record.id, lambda r: outcome.append(cancel(r)) or outcome[-1])
+        if not (outcome and outcome[0]):
             raise HttpError(
                 409, f"Job {record.id} is in a final state and cannot be cancelled.", "1213"
             )
