@@ -208,3 +208,44 @@ def test_reflection_v1_descriptor_mirrors_v1alpha() -> None:
     method = v1.methods_by_name["ServerReflectionInfo"]
     assert method.input_type.full_name == "grpc.reflection.v1.ServerReflectionRequest"
     assert method.output_type.full_name == "grpc.reflection.v1.ServerReflectionResponse"
+
+
+def test_serve_embeds_the_local_runtime_by_default(gateway_process: Proc) -> None:
+    import requests
+
+    url = gateway_process.ready["local_runtime_url"]
+    assert url.startswith("http://127.0.0.1:")
+    assert "api-auth" in requests.get(f"{url}/api/version", timeout=10).json()
+    # Its token stays inside the gateway: not in the ready line, not in the logs.
+    assert "token" not in gateway_process.ready
+    assert "local-" not in gateway_process.stderr()
+
+
+def test_serve_without_the_local_runtime(tmp_path) -> None:
+    proc = start(["serve", "--listen", "127.0.0.1:0", "--no-local-runtime"], tmp_path)
+    try:
+        assert proc.ready["local_runtime_url"] is None
+    finally:
+        assert proc.stop() == 0
+
+
+def test_local_runtime_command_prints_what_clients_need(tmp_path) -> None:
+    import requests
+
+    proc = start(
+        ["local-runtime", "--listen", "127.0.0.1:0", "--token", "cli-token-12345"], tmp_path
+    )
+    try:
+        ready = proc.ready
+        assert ready["service"] == "local-runtime" and ready["token"] == "cli-token-12345"
+        assert ready["instances"]["hgps"][0] == "ibm-q/open/main"
+        assert all(crn.startswith("crn:v1:") for crn in ready["instances"]["crns"])
+        assert "ibm_brisbane" in ready["backends"]
+        login = requests.post(
+            f"{ready['auth_url']}/users/loginWithToken",
+            json={"apiToken": "cli-token-12345"},
+            timeout=10,
+        )
+        assert login.status_code == 200
+    finally:
+        assert proc.stop() == 0

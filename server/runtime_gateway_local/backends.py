@@ -7,13 +7,13 @@ on Qiskit Aer with the noise model built from that device's calibration.
 
 from __future__ import annotations
 
-import copy
 import importlib
+import importlib.util
 import json
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 # Snapshot directory name -> fake backend class in qiskit_ibm_runtime.fake_provider.
@@ -56,6 +56,16 @@ class BackendEntry:
         return int(self.configuration["n_qubits"])
 
     @cached_property
+    def configuration_json(self) -> bytes:
+        """The configuration, serialized once: it never changes and large ones are 150 KB."""
+        return json.dumps(self.configuration).encode()
+
+    @cached_property
+    def properties_json(self) -> bytes:
+        """The calibration, serialized once; `{}` for the simulator, which has none."""
+        return json.dumps(self.properties or {}).encode()
+
+    @cached_property
     def fake_backend(self) -> Any:
         """The qiskit-ibm-runtime fake backend (a BackendV2 with this device's target)."""
         if self.fake_class is None:
@@ -71,10 +81,25 @@ class BackendEntry:
         return AerSimulator() if self.simulator else AerSimulator.from_backend(self.fake_backend)
 
 
+class SnapshotsUnavailable(RuntimeError):
+    """qiskit-ibm-runtime (the `local` extra) is not installed."""
+
+
+def _snapshot_root() -> Path:
+    # find_spec on the top-level package locates it without importing it (and Qiskit with
+    # it): the gateway reads these JSON files at start-up and imports Qiskit only to run jobs.
+    spec = importlib.util.find_spec("qiskit_ibm_runtime")
+    if spec is None or not spec.submodule_search_locations:
+        raise SnapshotsUnavailable(
+            "the local runtime needs qiskit-ibm-runtime for its device snapshots: "
+            "pip install 'runtime-gateway[local]'"
+        )
+    return Path(next(iter(spec.submodule_search_locations)), "fake_provider", "backends")
+
+
 def _snapshot(directory: str, kind: str) -> dict[str, Any]:
-    package = f"qiskit_ibm_runtime.fake_provider.backends.{directory}"
-    text = resources.files(package).joinpath(f"{kind}_{directory}.json").read_text()
-    data: dict[str, Any] = json.loads(text)
+    path = _snapshot_root() / directory / f"{kind}_{directory}.json"
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
@@ -135,9 +160,6 @@ class BackendCatalog:
 
     def get(self, name: str) -> BackendEntry | None:
         return self._entries.get(name)
-
-    def configuration(self, name: str) -> dict[str, Any]:
-        return copy.deepcopy(self._entries[name].configuration)
 
     def set_operational(self, name: str, operational: bool, status_msg: str = "active") -> None:
         with self._lock:

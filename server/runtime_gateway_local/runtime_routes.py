@@ -219,16 +219,14 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
 
     def configuration(request: Request) -> Response:
         caller(request)
-        name = request.params["name"]
-        backend_or_404(name)
-        return Response.json(rt.catalog.configuration(name))
+        return Response(200, backend_or_404(request.params["name"]).configuration_json)
 
     def properties(request: Request) -> Response:
         caller(request)
         entry = backend_or_404(request.params["name"])
         # Simulators have no calibration: an empty document, which both SDKs read as "none"
         # (0.21's SamplerV2 asks for it through `backend.target`).
-        return Response.json(entry.properties or {})
+        return Response(200, entry.properties_json)
 
     def status(request: Request) -> Response:
         caller(request)

@@ -64,6 +64,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(_env("GRACE_SECONDS", "10")),
         help="how long in-flight calls may finish after SIGTERM/SIGINT (default: 10)",
     )
+    serve.add_argument(
+        "--no-local-runtime",
+        dest="local_runtime",
+        action="store_false",
+        default=_env("LOCAL_RUNTIME", "1") not in ("0", "false", "no"),
+        help="do not start the embedded local runtime (the default upstream for calls without "
+        "IBM credentials; env RUNTIME_GATEWAY_LOCAL_RUNTIME=0)",
+    )
+    serve.add_argument(
+        "--local-runtime-listen",
+        default=_env("LOCAL_RUNTIME_LISTEN", "127.0.0.1:0"),
+        help="where the embedded local runtime listens (loopback; default: a free port)",
+    )
+    serve.add_argument(
+        "--local-data-dir",
+        default=os.environ.get(ENV_PREFIX + "LOCAL_DATA_DIR"),
+        help="keep the embedded local runtime's jobs here across restarts (default: in memory)",
+    )
+    serve.add_argument(
+        "--local-workers",
+        type=int,
+        default=int(_env("LOCAL_WORKERS", "2")),
+        help="jobs the embedded local runtime runs at once (default: 2)",
+    )
     _add_logging_flags(serve)
 
     local = commands.add_parser(
@@ -117,15 +141,51 @@ def _serve(args: argparse.Namespace) -> int:
     from runtime_gateway_server.logs import configure_logging
 
     configure_logging(args.log_format, args.log_level)
+    local = _start_embedded_local_runtime(args) if args.local_runtime else None
 
     async def run() -> None:
         server = GatewayServer(ServeOptions(listen=args.listen, grace_seconds=args.grace_seconds))
         await serve_until_signalled(
-            server, lambda: _print_ready(service="gateway", address=server.address)
+            server,
+            lambda: _print_ready(
+                service="gateway",
+                address=server.address,
+                local_runtime_url=local.base_url if local else None,
+            ),
         )
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if local is not None:
+            local.stop()
     return 0
+
+
+def _start_embedded_local_runtime(args: argparse.Namespace) -> Any:
+    """The local runtime in-process, on loopback; None (with a warning) if it cannot run."""
+    import structlog
+    from runtime_gateway_local.backends import SnapshotsUnavailable
+    from runtime_gateway_local.main import parse_listen
+    from runtime_gateway_local.runtime import LocalRuntime, LocalRuntimeSettings
+
+    host, port = parse_listen(args.local_runtime_listen)
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        raise OSError("--local-runtime-listen must be a loopback address")
+    settings = LocalRuntimeSettings(
+        host=host, port=port, data_dir=args.local_data_dir, workers=args.local_workers
+    )
+    try:
+        runtime = LocalRuntime(settings).start()
+    except SnapshotsUnavailable as error:
+        structlog.get_logger("runtime_gateway_server").warning(
+            "local_runtime_unavailable", reason=str(error)
+        )
+        return None
+    from runtime_gateway_server.logs import SECRETS
+
+    SECRETS.add(runtime.token)
+    return runtime
 
 
 def _local_runtime(args: argparse.Namespace) -> int:
