@@ -22,16 +22,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def run_local_runtime(
-    listen: str,
-    token: str | None,
-    data_dir: str | None,
-    workers: int,
-    on_ready: Callable[[dict[str, Any]], None],
+    settings: LocalRuntimeSettings, on_ready: Callable[[dict[str, Any]], None]
 ) -> int:
-    host, port = parse_listen(listen)
-    settings = LocalRuntimeSettings(
-        host=host, port=port, token=token, data_dir=data_dir, workers=workers
-    )
     runtime = LocalRuntime(settings).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

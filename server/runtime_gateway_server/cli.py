@@ -118,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("LOCAL_WORKERS", "2")),
         help="jobs run at once (default: 2)",
     )
+    local.add_argument(
+        "--token-ttl-seconds",
+        type=int,
+        default=int(_env("LOCAL_TOKEN_TTL_SECONDS", "3600")),
+        help="lifetime of issued access tokens; clients then re-authenticate (default: 3600)",
+    )
+    local.add_argument(
+        "--job-rate-limit",
+        type=int,
+        default=int(_env("LOCAL_JOB_RATE_LIMIT", "0")),
+        help="jobs per minute per user before 429, as IBM's limit of 5 (default: 0, no limit)",
+    )
+    local.add_argument(
+        "--usage-limit-seconds",
+        type=int,
+        default=None,
+        help="quantum seconds an instance may use before job creation answers 409 (default: none)",
+    )
     _add_logging_flags(local)
 
     check = commands.add_parser(
@@ -189,17 +207,25 @@ def _start_embedded_local_runtime(args: argparse.Namespace) -> Any:
 
 
 def _local_runtime(args: argparse.Namespace) -> int:
-    from runtime_gateway_local.main import run_local_runtime
+    from runtime_gateway_local.main import parse_listen, run_local_runtime
+    from runtime_gateway_local.runtime import LocalRuntimeSettings
 
     from runtime_gateway_server.logs import configure_logging
 
     configure_logging(args.log_format, args.log_level)
-    return run_local_runtime(
-        listen=args.listen,
+    host, port = parse_listen(args.listen)
+    settings = LocalRuntimeSettings(
+        host=host,
+        port=port,
         token=args.token,
         data_dir=args.data_dir,
         workers=args.workers,
-        on_ready=lambda info: _print_ready(service="local-runtime", **info),
+        token_ttl_seconds=args.token_ttl_seconds,
+        job_rate_limit_per_minute=args.job_rate_limit,
+        usage_limit_seconds=args.usage_limit_seconds,
+    )
+    return run_local_runtime(
+        settings, on_ready=lambda info: _print_ready(service="local-runtime", **info)
     )
 
 

@@ -232,6 +232,27 @@ def test_qasm3_circuit_runs(client: Client) -> None:
     assert client.wait(job_id)["state"]["status"] == "Completed"
 
 
+def test_parameterized_circuit_with_parameter_values(client: Client) -> None:
+    import numpy as np
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter
+    from qiskit_ibm_runtime.json import RuntimeDecoder, RuntimeEncoder
+
+    theta = Parameter("theta")
+    circuit = QuantumCircuit(1)
+    circuit.rx(theta, 0)
+    circuit.measure_all()
+    values = np.array([[0.0], [np.pi]])  # |0> always, then |1> always
+    params = {"pubs": [[circuit, values, 100]], "version": 2, "options": {}}
+    body = {**_SIM, "params": json.loads(json.dumps(params, cls=RuntimeEncoder))}
+    job_id = client.call("POST", "/jobs", data=json.dumps(body)).json()["id"]
+    client.wait(job_id)
+    result = json.loads(client.call("GET", f"/jobs/{job_id}/results").text, cls=RuntimeDecoder)
+    bits = result[0].data.meas
+    assert bits.shape == (2,)
+    assert bits[0].get_counts() == {"0": 100} and bits[1].get_counts() == {"1": 100}
+
+
 def test_estimator_job(client: Client) -> None:
     import numpy as np
     from qiskit import QuantumCircuit
@@ -433,9 +454,13 @@ def test_jobs_survive_a_restart_with_a_data_dir(make_runtime, tmp_path) -> None:
 
 
 # --- fault injection ------------------------------------------------------------------------
-def test_injected_5xx_429_and_drops(make_runtime) -> None:
+def test_injected_5xx_429_drops_and_latency(make_runtime) -> None:
     c = Client(make_runtime())
     c.jwt()
+    assert c.admin("PUT", "/faults", json={"latency_ms": 300, "path_pattern": "/status"}).ok
+    started = time.monotonic()
+    assert c.call("GET", "/backends/ibmq_manila/status").status_code == 200
+    assert time.monotonic() - started >= 0.3  # a lower bound only: never flaky
     assert c.admin("PUT", "/faults", json={"error_rate": 1.0, "path_pattern": "/backends"}).ok
     assert c.call("GET", "/backends").status_code == 503
     assert c.call("GET", "/jobs").status_code == 200  # pattern does not match
