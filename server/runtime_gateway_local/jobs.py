@@ -7,6 +7,7 @@ restart re-queues jobs that had not finished.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -190,9 +191,11 @@ class JobRunner:
                 result, seconds, lines = self._execute(record)
             except Exception as error:
                 log.info("job_failed", job_id=job_id, error=str(error))
-                self._store.update(job_id, lambda r, e=error: _fail(r, e))
+                self._store.update(job_id, functools.partial(_fail, error=error))
                 continue
-            self._store.update(job_id, lambda r, o=(result, seconds, lines): _complete(r, *o))
+            self._store.update(
+                job_id, functools.partial(_complete, result=result, seconds=seconds, lines=lines)
+            )
 
 
 def _requeue(record: JobRecord) -> None:

@@ -486,7 +486,12 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
     def cancel_job(request: Request) -> Response:
         record = job_or_404(request, caller(request))
         outcome: list[bool] = []
-        rt.store.update(record.id, lambda r: outcome.append(cancel(r)) or outcome[-1])
+
+        def attempt(r: JobRecord) -> bool:
+            outcome.append(cancel(r))
+            return outcome[-1]
+
+        rt.store.update(record.id, attempt)
         if not (outcome and outcome[0]):
             raise HttpError(
                 409, f"Job {record.id} is in a final state and cannot be cancelled.", "1213"

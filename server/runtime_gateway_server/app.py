@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import structlog
@@ -16,6 +17,11 @@ from runtime_gateway_server.reflection import enable_reflection
 
 log = structlog.get_logger("runtime_gateway_server")
 
+
+class ListenError(OSError):
+    """The gateway cannot bind its listen address."""
+
+
 API_SERVICE_NAMES: tuple[str, ...] = (
     accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
     backends_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
@@ -24,10 +30,6 @@ API_SERVICE_NAMES: tuple[str, ...] = (
 
 # Job inputs and results of large circuits reach tens of MB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-class ListenError(OSError):
-    """The gateway cannot bind its listen address."""
 
 
 Registrar = Callable[[grpc.aio.Server], None]
@@ -40,6 +42,40 @@ class ServeOptions:
     listen: str = "127.0.0.1:50051"
     grace_seconds: float = 10.0
     registrars: Sequence[Registrar] = field(default_factory=tuple)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
+    insecure: bool = False  # allow plaintext on a non-loopback address
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
+    if not options.tls_cert and not options.tls_key:
+        if options.tls_client_ca:
+            raise ListenError("--tls-client-ca needs --tls-cert and --tls-key")
+        if not _is_loopback(options.listen) and not options.insecure:
+            raise ListenError(
+                f"refusing to serve plaintext on {options.listen}: beyond loopback the gateway "
+                "needs --tls-cert and --tls-key (or --insecure, behind a trusted proxy)"
+            )
+        return None
+    if not (options.tls_cert and options.tls_key):
+        raise ListenError("--tls-cert and --tls-key go together")
+    try:
+        pair = (options.tls_key.read_bytes(), options.tls_cert.read_bytes())
+        client_ca = options.tls_client_ca.read_bytes() if options.tls_client_ca else None
+    except OSError as error:
+        raise ListenError(f"cannot read TLS files: {error}") from error
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 class GatewayServer:
@@ -64,8 +100,12 @@ class GatewayServer:
         for register in options.registrars:
             register(self.server)
         enable_reflection(self.server, (*API_SERVICE_NAMES, health.SERVICE_NAME))
+        credentials = _credentials(options)
         try:
-            self.port = self.server.add_insecure_port(options.listen)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(options.listen)
+            else:
+                self.port = self.server.add_secure_port(options.listen, credentials)
         except RuntimeError as error:  # grpc reports bind failures as RuntimeError
             raise ListenError(
                 f"cannot listen on {options.listen!r}: address in use or invalid"

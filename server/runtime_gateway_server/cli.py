@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "RUNTIME_GATEWAY_"
@@ -19,6 +20,11 @@ ENV_PREFIX = "RUNTIME_GATEWAY_"
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name, default)
+
+
+def _path_env(name: str) -> Path | None:
+    value = os.environ.get(ENV_PREFIX + name)
+    return Path(value) if value else None
 
 
 def _print_ready(**fields: Any) -> None:
@@ -63,6 +69,56 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=float(_env("GRACE_SECONDS", "10")),
         help="how long in-flight calls may finish after SIGTERM/SIGINT (default: 10)",
+    )
+    serve.add_argument(
+        "--tls-cert", type=Path, default=_path_env("TLS_CERT"), help="PEM certificate chain"
+    )
+    serve.add_argument("--tls-key", type=Path, default=_path_env("TLS_KEY"), help="PEM private key")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=_path_env("TLS_CLIENT_CA"),
+        help="PEM CA bundle; when given, clients must present a certificate it signed (mTLS)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=_env("INSECURE", "0") in ("1", "true", "yes"),
+        help="allow plaintext on a non-loopback address (behind a trusted TLS proxy only)",
+    )
+    serve.add_argument(
+        "--accounts-dir",
+        type=Path,
+        default=_path_env("ACCOUNTS_DIR"),
+        help="directory of server-held account files, one per API key, in the SDK's "
+        "qiskit-ibm.json layout (<dir>/<key id>.json); default: server-held accounts off",
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[v for v in [os.environ.get(ENV_PREFIX + "API_KEYS")] if v],
+        metavar="ID=SHA256",
+        help="a gateway API key allowed to use server-held accounts: its id and the SHA-256 "
+        "hex digest of the key (repeatable; env RUNTIME_GATEWAY_API_KEYS, comma-separated)",
+    )
+    serve.add_argument(
+        "--backend-cache-seconds",
+        type=float,
+        default=float(_env("BACKEND_CACHE_SECONDS", "60")),
+        help="how long backend lists are cached per account (configurations: 5x longer; "
+        "status: at most 2 s); 0 turns caching off (default: 60)",
+    )
+    serve.add_argument(
+        "--upstream-threads",
+        type=int,
+        default=int(_env("UPSTREAM_THREADS", "32")),
+        help="concurrent HTTP calls to IBM (default: 32)",
+    )
+    serve.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=float(_env("UPSTREAM_TIMEOUT", "60")),
+        help="read timeout of one HTTP call to IBM, in seconds (default: 60)",
     )
     serve.add_argument(
         "--no-local-runtime",
@@ -156,13 +212,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     from runtime_gateway_server.app import GatewayServer, ServeOptions, serve_until_signalled
+    from runtime_gateway_server.assembly import (
+        GatewaySettings,
+        build_gateway,
+        parse_api_keys,
+        register,
+    )
     from runtime_gateway_server.logs import configure_logging
 
     configure_logging(args.log_format, args.log_level)
+    settings = GatewaySettings(
+        accounts_dir=args.accounts_dir,
+        api_keys=parse_api_keys(args.api_key),
+        backend_list_ttl=args.backend_cache_seconds,
+        backend_config_ttl=args.backend_cache_seconds * 5,
+        backend_status_ttl=min(2.0, args.backend_cache_seconds),
+        upstream_threads=args.upstream_threads,
+        upstream_timeout=args.upstream_timeout,
+    )
+    options = ServeOptions(
+        listen=args.listen,
+        grace_seconds=args.grace_seconds,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        insecure=args.insecure,
+    )
     local = _start_embedded_local_runtime(args) if args.local_runtime else None
+    gateway = build_gateway(settings, local)
+    options.registrars = (lambda server: register(gateway, server),)
 
     async def run() -> None:
-        server = GatewayServer(ServeOptions(listen=args.listen, grace_seconds=args.grace_seconds))
+        server = GatewayServer(options)
         await serve_until_signalled(
             server,
             lambda: _print_ready(
@@ -175,6 +256,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     finally:
+        gateway.executor.shutdown(wait=False, cancel_futures=True)
         if local is not None:
             local.stop()
     return 0

@@ -1,0 +1,83 @@
+"""Builds the gateway's parts from settings and registers the API services."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from runtime_gateway.v1 import accounts_pb2_grpc, backends_pb2_grpc, jobs_pb2_grpc
+
+from runtime_gateway_server.accounts import Account, AccountRegistry, ApiKey
+from runtime_gateway_server.backends import BackendDirectory
+from runtime_gateway_server.credentials import AccountResolver
+from runtime_gateway_server.ibm import ClientPool
+from runtime_gateway_server.idempotency import InMemoryRequestIdStore
+from runtime_gateway_server.jobs import JobOperations
+from runtime_gateway_server.servicers import (
+    AccountServicer,
+    BackendServicer,
+    Gateway,
+    JobServicer,
+)
+from runtime_gateway_server.upstream import HttpUpstream, RetryPolicy
+
+
+@dataclass
+class GatewaySettings:
+    accounts_dir: Path | None = None
+    api_keys: list[ApiKey] = field(default_factory=list)
+    backend_list_ttl: float = 60.0
+    backend_config_ttl: float = 300.0
+    backend_status_ttl: float = 2.0
+    upstream_threads: int = 32
+    upstream_timeout: float = 60.0
+    request_id_ttl: float = 3600.0
+
+
+def parse_api_keys(values: list[str]) -> list[ApiKey]:
+    """`ID=SHA256HEX` entries (the operator stores hashes, never keys)."""
+    keys = []
+    for value in values:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            key_id, sep, digest = item.partition("=")
+            digest = digest.strip().lower()
+            if not sep or not key_id.strip().replace("-", "").replace("_", "").isalnum():
+                raise OSError(f"--api-key must be ID=SHA256HEX with a simple id, got {item!r}")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise OSError(f"--api-key {key_id}: the hash must be 64 hex digits (SHA-256)")
+            keys.append(ApiKey(key_id.strip(), digest))
+    return keys
+
+
+def build_gateway(settings: GatewaySettings, local: Any | None) -> Gateway:
+    """`local` is the embedded LocalRuntime (or None): the default upstream without credentials."""
+    http = HttpUpstream(RetryPolicy(read_timeout=settings.upstream_timeout))
+    local_account = None
+    if local is not None:
+        local_account = Account(
+            channel="local",
+            token=local.token,
+            url=local.base_url,
+            instance=local.instances.cloud[0].crn,
+            name="local",
+        )
+    registry = AccountRegistry(settings.accounts_dir, settings.api_keys)
+    return Gateway(
+        resolver=AccountResolver(registry, local_account),
+        registry=registry,
+        clients=ClientPool(http, local.base_url if local is not None else None),
+        backends=BackendDirectory(
+            settings.backend_list_ttl, settings.backend_config_ttl, settings.backend_status_ttl
+        ),
+        jobs=JobOperations(InMemoryRequestIdStore(settings.request_id_ttl)),
+        executor=ThreadPoolExecutor(settings.upstream_threads, thread_name_prefix="upstream"),
+    )
+
+
+def register(gateway: Gateway, server: grpc.aio.Server) -> None:
+    accounts_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(gateway), server)
+    backends_pb2_grpc.add_BackendServiceServicer_to_server(BackendServicer(gateway), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(gateway), server)

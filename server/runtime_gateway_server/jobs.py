@@ -1,0 +1,392 @@
+"""Jobs: submission (idempotent by request id), reads, cursor paging, cancel, delete.
+
+Inputs are passed to IBM byte-exact: the caller's JSON text is spliced into the request
+body as it is, never parsed and re-serialized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from runtime_gateway_server.errors import GatewayError, invalid_argument
+from runtime_gateway_server.ibm import AccountClient
+from runtime_gateway_server.idempotency import RequestIdStore
+from runtime_gateway_server.paging import Cursor, PageTokens
+from runtime_gateway_server.upstream import Deadline, Reply, error_from_reply
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+IMAGE_PATTERN = re.compile(r"^[a-zA-Z0-9._/-]+:[a-zA-Z0-9._-]+$")
+UPSTREAM_PAGE_LIMIT = 200
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 10
+STATES = {"QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"}
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+@dataclass
+class RunRequest:
+    program_id: str
+    inputs_json: str
+    backend: str = ""
+    session_id: str = ""
+    start_session: bool = False
+    session_time: int = 0
+    tags: list[str] = field(default_factory=list)
+    log_level: str = ""
+    max_execution_time: int = 0
+    image: str = ""
+    private: bool = False
+    instance: str = ""
+    channel_strategy: str = ""
+    request_id: str = ""
+
+    def fingerprint(self) -> str:
+        material = json.dumps(self.__dict__ | {"request_id": ""}, sort_keys=True)
+        return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass
+class ListRequest:
+    page_size: int = 0
+    page_token: str = ""
+    skip: int = 0
+    backend: str = ""
+    pending: bool | None = None
+    program_id: str = ""
+    instance: str = ""
+    tags: list[str] = field(default_factory=list)
+    session_id: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    order_by: str = ""
+
+
+@dataclass
+class JobPage:
+    jobs: list[dict[str, Any]]
+    next_page_token: str
+    total_size: int
+
+
+def state_of(job: dict[str, Any]) -> str:
+    """The upper-case state; '' for a state IBM has not documented."""
+    state = job.get("state") or {}
+    status = str(state.get("status") or job.get("status") or "").upper()
+    return status if status in STATES else ""
+
+
+def created_of(job: dict[str, Any]) -> datetime:
+    text = str(job.get("created") or "")
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class JobOperations:
+    def __init__(self, request_ids: RequestIdStore, tokens: PageTokens | None = None) -> None:
+        self.request_ids = request_ids
+        self.tokens = tokens or PageTokens()
+
+    # --- submission -----------------------------------------------------------------------
+    def run(
+        self, client: AccountClient, request: RunRequest, deadline: Deadline
+    ) -> tuple[dict[str, Any], bool]:
+        """Submits a job; returns (job, replayed). A known request id returns the first job."""
+        body = self._body(client, request, deadline)
+        if not request.request_id:
+            return self._submit(client, body, request, deadline), False
+        key = f"{client.account.key}:{request.request_id}"
+        wait = deadline.remaining()
+        claim = self.request_ids.claim(key, request.fingerprint(), 30.0 if wait is None else wait)
+        if not claim.owner:
+            assert claim.job_id is not None
+            return self.get(client, claim.job_id, False, deadline), True
+        try:
+            job = self._submit(client, body, request, deadline)
+        except GatewayError as error:
+            if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                # The job may or may not exist upstream: keep the id claimed so that a retry
+                # does not submit again blindly; it ends when the claim expires.
+                raise
+            self.request_ids.abandon(key)
+            raise
+        self.request_ids.complete(key, str(job["id"]))
+        return job, False
+
+    def _body(self, client: AccountClient, request: RunRequest, deadline: Deadline) -> bytes:
+        if not request.program_id:
+            raise invalid_argument("program_id", "is required")
+        text = request.inputs_json or "{}"
+        try:
+            inputs = json.loads(text)
+        except ValueError as error:
+            raise invalid_argument("inputs_json", f"is not valid JSON: {error}") from None
+        if not isinstance(inputs, dict):
+            raise invalid_argument("inputs_json", "must be a JSON object")
+        if request.log_level and request.log_level.upper() not in LOG_LEVELS:
+            raise invalid_argument("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        if request.max_execution_time < 0:
+            raise invalid_argument("max_execution_time", "must not be negative")
+        if request.session_time < 0:
+            raise invalid_argument("session_time", "must not be negative")
+        if request.image and not IMAGE_PATTERN.match(request.image):
+            raise invalid_argument("image", "must be in the form name:tag")
+        if any(not isinstance(t, str) or not t for t in request.tags):
+            raise invalid_argument("tags", "must be non-empty strings")
+        if request.session_id and request.start_session:
+            raise invalid_argument("start_session", "cannot be set together with session_id")
+        fields: dict[str, Any] = {"program_id": request.program_id}
+        if request.backend:
+            fields["backend"] = request.backend
+        elif client.legacy:
+            raise invalid_argument("backend", "is required for the ibm_quantum channel")
+        if request.tags:
+            fields["tags"] = list(request.tags)
+        if request.log_level:
+            fields["log_level"] = request.log_level.upper()
+        if request.max_execution_time:
+            fields["cost"] = request.max_execution_time
+        if request.session_id:
+            fields["session_id"] = request.session_id
+        if request.start_session:
+            fields["start_session"] = True
+            fields["session_time"] = request.session_time or None
+        if request.image:
+            fields["runtime"] = request.image
+        if request.private:
+            fields["private"] = True
+        if request.channel_strategy:
+            if client.account.channel != "ibm_cloud":
+                raise invalid_argument(
+                    "channel_strategy", "is only supported on the ibm_cloud channel"
+                )
+            fields["channel_strategy"] = request.channel_strategy
+        if client.legacy:
+            hgp = request.instance or client.instance(deadline)
+            if hgp.count("/") != 2:
+                raise invalid_argument("instance", f"must be hub/group/project, got {hgp!r}")
+            fields["hub"], fields["group"], fields["project"] = hgp.split("/")
+        elif request.instance and request.instance != client.instance(deadline):
+            raise invalid_argument(
+                "instance",
+                "for cloud channels the instance comes from the account (x-runtime-instance)",
+            )
+        head = json.dumps(fields)
+        return f'{head[:-1]}, "params": {text}}}'.encode()  # the inputs, byte-exact
+
+    def _submit(
+        self, client: AccountClient, body: bytes, request: RunRequest, deadline: Deadline
+    ) -> dict[str, Any]:
+        reply = client.runtime("POST", "/jobs", deadline, data=body, retry=False)
+        if reply.status == 404:
+            raise GatewayError(
+                grpc.StatusCode.NOT_FOUND,
+                "PROGRAM_NOT_FOUND",
+                f"Program not found: {reply.upstream_message()}",
+            )
+        if reply.status == 409:
+            raise GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "UPSTREAM_RATE_LIMITED",
+                f"IBM refused the job: {reply.upstream_message()}",
+            )
+        if not reply.ok:
+            raise error_from_reply(reply)
+        created = reply.json()
+        job_id = str(created.get("id", ""))
+        try:
+            return self.get(client, job_id, False, deadline)
+        except GatewayError:  # the job exists; describe it from what we sent
+            return {
+                "id": job_id,
+                "backend": created.get("backend") or request.backend,
+                "program": {"id": request.program_id},
+                "state": {"status": "Queued"},
+                "created": datetime.now(UTC).isoformat(),
+                "tags": request.tags,
+                "session_id": created.get("session_id") or request.session_id or None,
+            }
+
+    # --- reads ----------------------------------------------------------------------------
+    def get(
+        self, client: AccountClient, job_id: str, with_inputs: bool, deadline: Deadline
+    ) -> dict[str, Any]:
+        _require_id(job_id)
+        params = None if with_inputs else {"exclude_params": "true"}
+        reply = client.runtime("GET", f"/jobs/{job_id}", deadline, params=params)
+        _raise_for_job(reply, job_id)
+        job: dict[str, Any] = reply.json()
+        return job
+
+    def result(self, client: AccountClient, job_id: str, deadline: Deadline) -> str:
+        job = self.get(client, job_id, False, deadline)
+        state = state_of(job)
+        if state != "COMPLETED":
+            reason = (job.get("state") or {}).get("reason") or ""
+            if state == "FAILED":
+                raise GatewayError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "JOB_FAILED",
+                    f"Job {job_id} has failed: {reason}".rstrip(": "),
+                )
+            raise GatewayError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "JOB_INVALID_STATE",
+                f"the result of job {job_id} is not available: "
+                f"the job is {state or 'in an unknown state'}",
+                metadata={"state": state},
+            )
+        reply = client.runtime("GET", f"/jobs/{job_id}/results", deadline)
+        _raise_for_job(reply, job_id)
+        return reply.text
+
+    def logs(self, client: AccountClient, job_id: str, deadline: Deadline) -> str:
+        _require_id(job_id)
+        reply = client.runtime("GET", f"/jobs/{job_id}/logs", deadline)
+        if reply.status == 404:
+            self.get(client, job_id, False, deadline)  # NOT_FOUND if the job itself is unknown
+            return ""  # the job exists and has no logs (the SDK answers "" too)
+        _raise_for_job(reply, job_id)
+        return reply.text
+
+    def metrics(
+        self, client: AccountClient, job_id: str, deadline: Deadline
+    ) -> tuple[dict[str, Any], str]:
+        _require_id(job_id)
+        reply = client.runtime("GET", f"/jobs/{job_id}/metrics", deadline)
+        _raise_for_job(reply, job_id)
+        return reply.json(), reply.text
+
+    # --- changes --------------------------------------------------------------------------
+    def cancel(self, client: AccountClient, job_id: str, deadline: Deadline) -> dict[str, Any]:
+        _require_id(job_id)
+        reply = client.runtime("POST", f"/jobs/{job_id}/cancel", deadline, retry=False)
+        _raise_for_job(reply, job_id)
+        return self.get(client, job_id, False, deadline)
+
+    def delete(self, client: AccountClient, job_id: str, deadline: Deadline) -> None:
+        _require_id(job_id)
+        reply = client.runtime("DELETE", f"/jobs/{job_id}", deadline)
+        _raise_for_job(reply, job_id)
+
+    def update_tags(
+        self, client: AccountClient, job_id: str, tags: list[str], deadline: Deadline
+    ) -> dict[str, Any]:
+        _require_id(job_id)
+        if any(not t for t in tags):
+            raise invalid_argument("tags", "must be non-empty strings")
+        reply = client.runtime(
+            "PUT", f"/jobs/{job_id}/tags", deadline, json_body={"tags": list(dict.fromkeys(tags))}
+        )
+        _raise_for_job(reply, job_id)
+        return self.get(client, job_id, False, deadline)
+
+    # --- listing --------------------------------------------------------------------------
+    def list(self, client: AccountClient, request: ListRequest, deadline: Deadline) -> JobPage:
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        if request.page_size < 0 or size > MAX_PAGE_SIZE:
+            raise invalid_argument("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+        if request.skip < 0:
+            raise invalid_argument("skip", "must not be negative")
+        order = (request.order_by or "create_time desc").strip().lower()
+        if order not in ("create_time desc", "create_time asc", "create_time"):
+            raise invalid_argument("order_by", 'must be "create_time desc" or "create_time asc"')
+        ascending = order != "create_time desc"
+        if request.instance and not client.legacy:
+            raise invalid_argument("instance", "is only supported for the ibm_quantum channel")
+        if (
+            request.created_after
+            and request.created_before
+            and request.created_after > request.created_before
+        ):
+            raise invalid_argument("created_after", "must not be later than created_before")
+        base: dict[str, Any] = {"exclude_params": "true"}
+        if ascending:
+            base["sort"] = "ASC"
+        for name, value in (
+            ("backend", request.backend),
+            ("program", request.program_id),
+            ("session_id", request.session_id),
+            ("provider", request.instance),
+        ):
+            if value:
+                base[name] = value
+        if request.pending is not None:
+            base["pending"] = "true" if request.pending else "false"
+        if request.tags:
+            base["tags"] = list(request.tags)
+        after = request.created_after.isoformat() if request.created_after else None
+        before = request.created_before.isoformat() if request.created_before else None
+        filters = self.tokens.filters_hash(
+            {**base, "after": after, "before": before, "skip": request.skip}
+        )
+        cursor = self.tokens.decode(request.page_token, filters) if request.page_token else None
+        if cursor is not None:  # continue after the cursor, not at an offset
+            if ascending:
+                after = cursor.created
+            else:
+                before = cursor.created
+        seen = set(cursor.seen) if cursor else set()
+        jobs: list[dict[str, Any]] = []
+        total: int | None = cursor.total if cursor else None
+        offset = request.skip if cursor is None else 0
+        while True:
+            want = min(UPSTREAM_PAGE_LIMIT, size - len(jobs) + len(seen))
+            params = {**base, "limit": want}
+            if offset:
+                params["offset"] = offset
+            if after:
+                params["created_after"] = after
+            if before:
+                params["created_before"] = before
+            reply = client.runtime("GET", "/jobs", deadline, params=params)
+            if not reply.ok:
+                raise error_from_reply(reply)
+            page = reply.json()
+            raw = page.get("jobs") or []
+            count = int(page.get("count") or 0)  # all matches of this query, ignoring paging
+            if total is None:
+                total = count
+            fresh = [j for j in raw if j.get("id") not in seen]
+            taken = fresh[: size - len(jobs)]
+            jobs += taken
+            upstream_has_more = count > offset + len(raw)
+            if len(jobs) >= size:
+                more = len(fresh) > len(taken) or upstream_has_more
+                break
+            if not raw or not upstream_has_more:
+                more = False
+                break
+            offset += len(raw)
+        token = ""
+        if more and jobs:
+            last = str(jobs[-1].get("created"))
+            same = [str(j["id"]) for j in jobs if str(j.get("created")) == last]
+            if cursor and cursor.created == last:
+                same = list(dict.fromkeys(cursor.seen + same))
+            token = self.tokens.encode(Cursor(filters, last, same, total or 0))
+        return JobPage(jobs, token, total or 0)
+
+
+def _require_id(job_id: str) -> None:
+    if not job_id:
+        raise invalid_argument("job_id", "is required")
+    if "/" in job_id or len(job_id) > 128:
+        raise invalid_argument("job_id", f"is not a job id: {job_id[:40]!r}")
+
+
+def _raise_for_job(reply: Reply, job_id: str) -> None:
+    if reply.ok:
+        return
+    if reply.status == 404:
+        raise GatewayError(grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND", f"Job not found: {job_id}")
+    raise error_from_reply(reply)
