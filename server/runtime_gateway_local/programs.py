@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,8 +106,19 @@ def _check_isa(circuit: Any, backend: BackendEntry) -> None:
             )
 
 
+# qiskit 2.6's `qpy.load` crashes the process (SIGSEGV) when it runs in a new thread after
+# an earlier thread that loaded QPY has exited, which is what a thread-per-connection HTTP
+# server does on every request (reproduced here; no upstream report found). All decoding
+# therefore runs on one long-lived thread; execution already runs on long-lived workers.
+_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qiskit-decoder")
+
+
 def prepare(program_id: str, params_text: str, backend: BackendEntry) -> PreparedJob:
     """Decodes and validates a job's inputs; InvalidParams if they cannot run."""
+    return _DECODER.submit(_prepare, program_id, params_text, backend).result()
+
+
+def _prepare(program_id: str, params_text: str, backend: BackendEntry) -> PreparedJob:
     from qiskit.primitives.containers.estimator_pub import EstimatorPub
     from qiskit.primitives.containers.sampler_pub import SamplerPub
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import sys
@@ -330,6 +331,7 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    faulthandler.enable()  # a crash in a C extension (Aer, qiskit) prints its Python stack
     args = build_parser().parse_args(argv)
     handlers = {"serve": _serve, "local-runtime": _local_runtime, "health": _health}
     try:

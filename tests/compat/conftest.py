@@ -26,7 +26,11 @@ def local_runtime_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         ["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN, "--workers", "2"], tmp
     )
     yield proc
+    died = proc.popen.poll()
     proc.stop()
+    assert died is None, (
+        f"the local runtime died (exit {died}) during the run:\n{proc.stderr()[-3000:]}"
+    )
 
 
 @pytest.fixture(scope="module")
