@@ -28,6 +28,7 @@ class FaultConfig:
     path_pattern: str = ""  # regex on the path; empty matches all
     methods: tuple[str, ...] = ()  # empty matches all
     max_faults: int = -1  # stop injecting after this many faults; -1: no limit
+    after_handler: bool = False  # handle the request first, then lose or replace the answer
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FaultConfig:

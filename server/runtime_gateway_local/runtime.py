@@ -178,13 +178,18 @@ class LocalRuntime(Dispatcher):
         service, path = self._service(request)
         trace = secrets.token_hex(8)
         response: Response | None
+        injects = service != "admin"
+        after = self.faults.config.after_handler
         try:
-            if service != "admin" and self.faults.apply(request) is DROP:
+            if injects and not after and self.faults.apply(request) is DROP:
                 self.requests.record(service, request, 0)
                 return None
             handler, params = self.router.match(service, request.method, path)
             request.params = params
             response = handler(request)
+            if injects and after and self.faults.apply(request) is DROP:
+                self.requests.record(service, request, 0)  # handled, but the answer is lost
+                return None
         except HttpError as error:
             response = error.response(trace)
         except Exception:

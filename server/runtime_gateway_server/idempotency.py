@@ -20,16 +20,24 @@ from runtime_gateway_server.errors import GatewayError
 
 @dataclass(frozen=True)
 class Claim:
-    """Either the job an earlier call created (`job_id`), or the right to submit (`owner`)."""
+    """Either the job an earlier call created (`job_id`), or the right to submit (`owner`).
+
+    `uncertain` (with `owner`): earlier attempts failed in a way that leaves open whether
+    IBM created the job; the wall-clock window (start, end) they ran in. The owner must
+    look for such a job before submitting again.
+    """
 
     job_id: str | None
     owner: bool
+    uncertain: tuple[float, float] | None = None
 
 
 class RequestIdStore(Protocol):
     def claim(self, key: str, fingerprint: str, wait_seconds: float) -> Claim: ...
     def complete(self, key: str, job_id: str) -> None: ...
+    def uncertain(self, key: str, window: tuple[float, float]) -> None: ...
     def abandon(self, key: str) -> None: ...
+    def known(self, job_id: str) -> bool: ...
 
 
 @dataclass
@@ -37,7 +45,8 @@ class _Entry:
     fingerprint: str
     expires: float
     job_id: str | None = None
-    done: threading.Event | None = None
+    done: threading.Event | None = None  # set while a submission is in flight
+    uncertain: tuple[float, float] | None = None
 
 
 class InMemoryRequestIdStore:
@@ -45,6 +54,7 @@ class InMemoryRequestIdStore:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._job_ids: set[str] = set()
         self._lock = threading.Lock()
 
     def claim(self, key: str, fingerprint: str, wait_seconds: float) -> Claim:
@@ -69,6 +79,9 @@ class InMemoryRequestIdStore:
                     )
                 if entry.job_id is not None:
                     return Claim(entry.job_id, owner=False)
+                if entry.done is None:  # uncertain and nobody is resolving it: this call does
+                    entry.done = threading.Event()
+                    return Claim(None, owner=True, uncertain=entry.uncertain)
                 done = entry.done
             # Another call with this id is submitting right now: wait for its outcome.
             remaining = deadline - time.monotonic()
@@ -80,13 +93,31 @@ class InMemoryRequestIdStore:
                     field="request_id",
                 )
 
+    def known(self, job_id: str) -> bool:
+        """Whether some request id already owns this job (it must not be adopted again)."""
+        with self._lock:
+            return job_id in self._job_ids
+
     def complete(self, key: str, job_id: str) -> None:
         with self._lock:
+            self._job_ids.add(job_id)
             entry = self._entries.get(key)
             if entry is not None:
                 entry.job_id = job_id
                 if entry.done is not None:
                     entry.done.set()
+
+    def uncertain(self, key: str, window: tuple[float, float]) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return
+            if entry.uncertain is not None:
+                window = (min(window[0], entry.uncertain[0]), max(window[1], entry.uncertain[1]))
+            entry.uncertain = window
+            done, entry.done = entry.done, None
+        if done is not None:
+            done.set()  # waiters re-claim and one of them resolves the uncertainty
 
     def abandon(self, key: str) -> None:
         with self._lock:
@@ -101,3 +132,5 @@ class InMemoryRequestIdStore:
             if entry.expires > now:
                 break
             self._entries.popitem(last=False)
+            if entry.job_id is not None:
+                self._job_ids.discard(entry.job_id)

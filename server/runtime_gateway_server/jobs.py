@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -110,17 +111,65 @@ class JobOperations:
         if not claim.owner:
             assert claim.job_id is not None
             return self.get(client, claim.job_id, False, deadline), True
+        started = time.time()
         try:
+            if claim.uncertain is not None:
+                found = self._find_submitted(client, request, claim.uncertain, deadline)
+                if found is not None:
+                    self.request_ids.complete(key, str(found["id"]))
+                    return found, True
             job = self._submit(client, body, request, deadline)
         except GatewayError as error:
             if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                # The job may or may not exist upstream: keep the id claimed so that a retry
-                # does not submit again blindly; it ends when the claim expires.
-                raise
-            self.request_ids.abandon(key)
+                # IBM may have created the job: a retry with this id looks for it first.
+                self.request_ids.uncertain(key, (started, time.time()))
+            else:
+                self.request_ids.abandon(key)
+            raise
+        except BaseException:
+            self.request_ids.uncertain(key, (started, time.time()))
             raise
         self.request_ids.complete(key, str(job["id"]))
         return job, False
+
+    def _find_submitted(
+        self,
+        client: AccountClient,
+        request: RunRequest,
+        window: tuple[float, float],
+        deadline: Deadline,
+    ) -> dict[str, Any] | None:
+        """A job a failed-looking attempt created: same program, backend, tags and inputs,
+        created while that attempt ran, and owned by no other request id. (IBM has no
+        client-chosen job ids to ask for. An identical submission made by the same account
+        during that same window is indistinguishable; it would be adopted.)"""
+        margin = 1.0  # clock skew between the gateway and IBM
+        params: dict[str, Any] = {
+            "program": request.program_id,
+            "created_after": datetime.fromtimestamp(window[0] - margin, UTC).isoformat(),
+            "created_before": datetime.fromtimestamp(window[1] + margin, UTC).isoformat(),
+            "limit": UPSTREAM_PAGE_LIMIT,
+        }
+        if request.backend:
+            params["backend"] = request.backend
+        if request.tags:
+            params["tags"] = list(request.tags)
+        reply = client.runtime("GET", "/jobs", deadline, params=params)
+        if not reply.ok:
+            raise error_from_reply(reply)
+        wanted = json.loads(request.inputs_json or "{}")
+        for job in reply.json().get("jobs") or []:
+            if self.request_ids.known(str(job.get("id"))):
+                continue
+            if set(job.get("tags") or []) != set(request.tags):
+                continue
+            sent = job.get("params")
+            if isinstance(sent, str):
+                sent = json.loads(sent)
+            if sent == wanted:
+                found: dict[str, Any] = {k: v for k, v in job.items() if k != "params"}
+                return found
+        return None
 
     def _body(self, client: AccountClient, request: RunRequest, deadline: Deadline) -> bytes:
         if not request.program_id:
