@@ -36,3 +36,14 @@ def test_node_loads_the_protos_and_checks_health(gateway_process: Proc) -> None:
     assert "WatchJob" in result["services"]["JobService"]
     assert "ListBackends" in result["services"]["BackendService"]
     assert "SaveAccount" in result["services"]["AccountService"]
+
+
+def test_node_lists_backends(gateway_process: Proc) -> None:
+    result = run_node(gateway_process.ready["address"], "backends")
+    assert "ibm_brisbane" in result["names"] and result["qubits"]["ibm_brisbane"] == 127
+
+
+def test_node_runs_a_job(gateway_process: Proc) -> None:
+    result = run_node(gateway_process.ready["address"], "run")
+    assert result["state"] == "JOB_STATE_COMPLETED"
+    assert result["result_type"] == "PrimitiveResult"

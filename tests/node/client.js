@@ -49,7 +49,36 @@ async function health() {
   return { status: reply.status, services };
 }
 
-const commands = { health };
+// Lists backends through BackendService (the local channel: no credentials needed).
+async function backends() {
+  const api = loadApi();
+  const client = new api.BackendService(address, grpc.credentials.createInsecure());
+  const reply = await call(client, 'ListBackends', { filter: { min_num_qubits: 5 } });
+  client.close();
+  return { names: reply.backends.map((b) => b.name), qubits: Object.fromEntries(reply.backends.map((b) => [b.name, b.num_qubits])) };
+}
+
+// Runs a Bell-state Sampler job, waits for it, and returns its state and result.
+async function run() {
+  const api = loadApi();
+  const client = new api.JobService(address, grpc.credentials.createInsecure());
+  const qasm = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; h q[0]; cx q[0], q[1]; c = measure q;';
+  const inputs = JSON.stringify({ pubs: [[qasm, null, 256]], version: 2, options: {} });
+  const submitted = await call(client, 'RunJob', {
+    program_id: 'sampler', backend: 'ibmq_qasm_simulator', inputs_json: inputs, tags: ['from-node'],
+  });
+  const id = submitted.job.id;
+  let state = submitted.job.state;
+  for (let i = 0; i < 600 && !['JOB_STATE_COMPLETED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED'].includes(state); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    state = (await call(client, 'GetJob', { job_id: id })).job.state;
+  }
+  const result = await call(client, 'GetJobResult', { job_id: id });
+  client.close();
+  return { id, state, result_type: JSON.parse(result.result_json).__type__ };
+}
+
+const commands = { health, backends, run };
 
 (async () => {
   if (!commands[command]) throw new Error(`unknown command ${command}`);
