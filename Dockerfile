@@ -13,12 +13,17 @@ RUN /opt/venv/bin/pip install -c constraints.txt '.[server,local]'
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 gateway
 COPY --from=build /opt/venv /opt/venv
+# A container must listen beyond loopback. Plaintext is the explicit choice here, for TLS
+# terminated by the platform in front of it; to serve TLS itself, mount a certificate and
+# set RUNTIME_GATEWAY_TLS_CERT and RUNTIME_GATEWAY_TLS_KEY (and RUNTIME_GATEWAY_INSECURE=0).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    RUNTIME_GATEWAY_LISTEN=0.0.0.0:50051
+    RUNTIME_GATEWAY_LISTEN=0.0.0.0:50051 \
+    RUNTIME_GATEWAY_INSECURE=1 \
+    RUNTIME_GATEWAY_ADDRESS=127.0.0.1:50051
 USER 10001
 WORKDIR /home/gateway
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["runtime-gateway", "health", "--address", "127.0.0.1:50051"]
+  CMD ["runtime-gateway", "health"]
 ENTRYPOINT ["runtime-gateway", "serve"]

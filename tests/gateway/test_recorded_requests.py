@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from runtime_gateway.v1 import backends_pb2, jobs_pb2
+
 from tests.gateway.conftest import DOMAIN, UPSTREAM_TOKEN, GatewayClient, bell_inputs
 
 KEY_HEADERS = ("authorization", "service-crn", "ibm-api-version")
@@ -70,7 +70,7 @@ def job_id(gateway: GatewayClient) -> str:
     return job.id
 
 
-def test_list_backends(gateway: GatewayClient, sdk: Any) -> None:  # noqa: ARG001 - sets the env
+def test_list_backends(gateway: GatewayClient, sdk: Any) -> None:
     from qiskit_ibm_runtime import QiskitRuntimeService
 
     def construct() -> None:  # the SDK lists backends when it is constructed
