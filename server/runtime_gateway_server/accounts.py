@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,7 +62,7 @@ class Account:
     def masked_token(self) -> str:
         return mask(self.token)
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Identifies the credentials (for caches and idempotency) without holding the token."""
         material = json.dumps(

@@ -12,6 +12,7 @@ from runtime_gateway.v1 import accounts_pb2_grpc, backends_pb2_grpc, jobs_pb2_gr
 
 from runtime_gateway_server.accounts import Account, AccountRegistry, ApiKey
 from runtime_gateway_server.backends import BackendDirectory
+from runtime_gateway_server.cache import TTLCache
 from runtime_gateway_server.credentials import AccountResolver
 from runtime_gateway_server.ibm import ClientPool
 from runtime_gateway_server.idempotency import InMemoryRequestIdStore
@@ -74,6 +75,7 @@ def build_gateway(settings: GatewaySettings, local: Any | None) -> Gateway:
         ),
         jobs=JobOperations(InMemoryRequestIdStore(settings.request_id_ttl)),
         executor=ThreadPoolExecutor(settings.upstream_threads, thread_name_prefix="upstream"),
+        answers=TTLCache(min(settings.backend_status_ttl, settings.backend_list_ttl)),
     )
 
 

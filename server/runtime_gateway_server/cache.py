@@ -47,6 +47,24 @@ class TTLCache(Generic[V]):
                 self._loading.pop(key, None)
             return value
 
+    def peek(self, key: Hashable) -> V | None:
+        """The live value, or None; never loads."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] > time.monotonic():
+                self.hits += 1
+                return entry[1]
+        return None
+
+    def put(self, key: Hashable, value: V) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (time.monotonic() + self.ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
     def invalidate(self, key: Hashable) -> None:
         with self._lock:
             self._entries.pop(key, None)

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC as _UTC
 from typing import Any, TypeVar
 
@@ -26,8 +26,9 @@ from runtime_gateway.v1 import (
 )
 
 from runtime_gateway_server import convert
-from runtime_gateway_server.accounts import DEFAULT_NAMES, AccountRegistry
+from runtime_gateway_server.accounts import DEFAULT_NAMES, Account, AccountRegistry
 from runtime_gateway_server.backends import BackendDirectory, BackendFilter, parse_attributes
+from runtime_gateway_server.cache import TTLCache
 from runtime_gateway_server.credentials import (
     AccountResolver,
     CallCredentials,
@@ -54,6 +55,52 @@ class Gateway:
     backends: BackendDirectory
     jobs: JobOperations
     executor: ThreadPoolExecutor
+    # Answers of backend reads, per account and request, for at most the status TTL:
+    # a hit is served on the event loop, without a thread hop or any conversion.
+    answers: TTLCache[Any] = field(default_factory=lambda: TTLCache(2.0, max_entries=10_000))
+    _resolved: TTLCache[Account] = field(
+        default_factory=lambda: TTLCache(300.0, max_entries=10_000)
+    )
+
+    def resolve(self, creds: CallCredentials) -> Account:
+        """The call's account; resolutions that depend on the metadata alone are memoized
+        (server-held accounts are read every time, so a deletion takes effect at once)."""
+        if creds.account_name:
+            return self.resolver.resolve(creds)
+        key = (creds.token, creds.channel, creds.instance, creds.url)
+        return self._resolved.get_or_load(key, lambda: self.resolver.resolve(creds))
+
+    async def cached(
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        request: Any,
+        work: Callable[[CallCredentials, Deadline], T],
+    ) -> T:
+        """`call`, with the answer kept for a short time per account and request."""
+        started = time.perf_counter()
+        try:
+            creds = from_metadata(context.invocation_metadata())
+            key = (method, self.resolve(creds).key, request.SerializeToString(deterministic=True))
+        except GatewayError:
+            return await self.call(context, method, work)  # reports the error as usual
+        hit = self.answers.peek(key)
+        if hit is not None:
+            log.info(
+                "rpc",
+                method=method,
+                code="OK",
+                ms=round((time.perf_counter() - started) * 1000, 3),
+                request_id=creds.request_id or None,
+                account=creds.account_name,
+                channel=creds.channel or ("token" if creds.token else "local"),
+                cached=True,
+            )
+            result: T = hit
+            return result
+        answer = await self.call(context, method, work)
+        self.answers.put(key, answer)
+        return answer
 
     async def call(
         self,
@@ -93,7 +140,7 @@ class Gateway:
             )
 
     def client(self, creds: CallCredentials) -> AccountClient:
-        return self.clients.client(self.resolver.resolve(creds))
+        return self.clients.client(self.resolve(creds))
 
 
 def _backend_filter(message: backends_pb2.BackendFilter) -> BackendFilter:
@@ -136,7 +183,7 @@ class BackendServicer(backends_pb2_grpc.BackendServiceServicer):
                 backends=[convert.backend(b, full) for b in page], next_page_token=token
             )
 
-        return await self.g.call(context, "ListBackends", work)
+        return await self.g.cached(context, "ListBackends", request, work)
 
     async def GetBackend(self, request, context):
         def work(creds: CallCredentials, deadline: Deadline) -> backends_pb2.GetBackendResponse:
@@ -146,7 +193,7 @@ class BackendServicer(backends_pb2_grpc.BackendServiceServicer):
             full = request.view == backends_pb2.BACKEND_VIEW_FULL
             return backends_pb2.GetBackendResponse(backend=convert.backend(item, full))
 
-        return await self.g.call(context, "GetBackend", work)
+        return await self.g.cached(context, "GetBackend", request, work)
 
     async def GetBackendStatus(self, request, context):
         def work(
@@ -155,7 +202,7 @@ class BackendServicer(backends_pb2_grpc.BackendServiceServicer):
             status = self.g.backends.get_status(self.g.client(creds), request.name, deadline)
             return backends_pb2.GetBackendStatusResponse(status=convert.backend_status(status))
 
-        return await self.g.call(context, "GetBackendStatus", work)
+        return await self.g.cached(context, "GetBackendStatus", request, work)
 
     async def GetBackendProperties(self, request, context):
         def work(
