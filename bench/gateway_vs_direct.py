@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import requests
+
 from runtime_gateway.v1 import backends_pb2, backends_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 TOKEN = "bench-token-0123456789"

@@ -14,9 +14,9 @@ import pytest
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
+
 from runtime_gateway.v1 import accounts_pb2, backends_pb2, errors_pb2, jobs_pb2
 from runtime_gateway_server import reflection as gateway_reflection
-
 from tests.procs import CLI, ROOT, Proc, start
 
 API_SERVICES = {

@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
 
+from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
 from runtime_gateway_server.reflection import enable_reflection
 
 log = structlog.get_logger("runtime_gateway_server")

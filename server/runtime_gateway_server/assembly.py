@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from runtime_gateway.v1 import accounts_pb2_grpc, backends_pb2_grpc, jobs_pb2_grpc
 
+from runtime_gateway.v1 import accounts_pb2_grpc, backends_pb2_grpc, jobs_pb2_grpc
 from runtime_gateway_server.accounts import Account, AccountRegistry, ApiKey
 from runtime_gateway_server.backends import BackendDirectory
 from runtime_gateway_server.cache import TTLCache

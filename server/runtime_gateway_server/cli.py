@@ -266,6 +266,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _start_embedded_local_runtime(args: argparse.Namespace) -> Any:
     """The local runtime in-process, on loopback; None (with a warning) if it cannot run."""
     import structlog
+
     from runtime_gateway_local.backends import SnapshotsUnavailable
     from runtime_gateway_local.main import parse_listen
     from runtime_gateway_local.runtime import LocalRuntime, LocalRuntimeSettings
@@ -292,7 +293,6 @@ def _start_embedded_local_runtime(args: argparse.Namespace) -> Any:
 def _local_runtime(args: argparse.Namespace) -> int:
     from runtime_gateway_local.main import parse_listen, run_local_runtime
     from runtime_gateway_local.runtime import LocalRuntimeSettings
-
     from runtime_gateway_server.logs import configure_logging
 
     configure_logging(args.log_format, args.log_level)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
 
+from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
 from runtime_gateway_server.accounts import Account
 from runtime_gateway_server.backends import Backend, Status
 from runtime_gateway_server.ibm import Instance

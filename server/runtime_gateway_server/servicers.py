@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
+
 from runtime_gateway.v1 import (
     accounts_pb2,
     accounts_pb2_grpc,
@@ -24,7 +25,6 @@ from runtime_gateway.v1 import (
     jobs_pb2,
     jobs_pb2_grpc,
 )
-
 from runtime_gateway_server import convert
 from runtime_gateway_server.accounts import DEFAULT_NAMES, Account, AccountRegistry
 from runtime_gateway_server.backends import BackendDirectory, BackendFilter, parse_attributes

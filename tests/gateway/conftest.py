@@ -19,13 +19,13 @@ from typing import Any
 import grpc
 import pytest
 import requests
+
 from runtime_gateway.v1 import (
     accounts_pb2_grpc,
     backends_pb2_grpc,
     jobs_pb2,
     jobs_pb2_grpc,
 )
-
 from tests.procs import Proc, start
 
 # Recognisable secrets: the secrets tests look for them in every log line and response.

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from runtime_gateway.v1 import accounts_pb2, backends_pb2
 
+from runtime_gateway.v1 import accounts_pb2, backends_pb2
 from tests.gateway.conftest import API_KEYS, DOMAIN, UPSTREAM_TOKEN, GatewayClient, error_info
 
 

@@ -6,8 +6,8 @@ import json
 
 import grpc
 import pytest
-from runtime_gateway.v1 import backends_pb2
 
+from runtime_gateway.v1 import backends_pb2
 from tests.gateway.conftest import GatewayClient, error_info
 
 DEVICES = {

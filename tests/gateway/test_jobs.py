@@ -8,8 +8,8 @@ import uuid
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from runtime_gateway.v1 import jobs_pb2
 
+from runtime_gateway.v1 import jobs_pb2
 from tests.gateway.conftest import QASM_BELL, GatewayClient, bell_inputs, error_info
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from runtime_gateway.v1 import backends_pb2, jobs_pb2
 
+from runtime_gateway.v1 import backends_pb2, jobs_pb2
 from tests.gateway.conftest import DOMAIN, UPSTREAM_TOKEN, GatewayClient, bell_inputs
 
 KEY_HEADERS = ("authorization", "service-crn", "ibm-api-version")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from runtime_gateway.v1 import backends_pb2, jobs_pb2
 
+from runtime_gateway.v1 import backends_pb2, jobs_pb2
 from tests.gateway.conftest import GatewayClient, error_info
 
 

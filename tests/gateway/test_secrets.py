@@ -10,8 +10,8 @@ import re
 
 import grpc
 import pytest
-from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
 
+from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
 from tests.gateway.conftest import API_KEYS, UPSTREAM_TOKEN, GatewayClient, bell_inputs
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")

@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from runtime_gateway.v1 import jobs_pb2, jobs_pb2_grpc
 
+from runtime_gateway.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.gateway.conftest import GatewayClient
 from tests.procs import CLI, start
 

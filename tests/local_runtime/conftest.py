@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from runtime_gateway_local.runtime import LocalRuntime, LocalRuntimeSettings
 
 TOKEN = "test-token-local-runtime-0001"

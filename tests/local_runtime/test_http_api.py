@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import jwt as pyjwt
 import pytest
 import requests
-from runtime_gateway_local.runtime import LocalRuntime
 
+from runtime_gateway_local.runtime import LocalRuntime
 from tests.local_runtime.conftest import API_VERSION, TOKEN, Client, sampler_params
 
 

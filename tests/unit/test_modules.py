@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from runtime_gateway_server.accounts import Account, AccountFile, mask
 from runtime_gateway_server.cache import TTLCache
 from runtime_gateway_server.credentials import from_metadata
