@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.gateway.conftest import upstream  # noqa: F401 - the "IBM" process tests/gateway and tests/streams share
 from tests.procs import Proc, start
 
 

@@ -75,6 +75,7 @@ class LocalRuntime(Dispatcher):
         self.prepared: dict[str, programs.PreparedJob] = {}
         self.runner = JobRunner(self.store, self._execute, self.settings.workers)
         self.faults = FaultInjector()
+        self.min_job_seconds = 0.0  # PUT /_local/execution {"min_seconds": S}
         self.requests = RequestLog()
         self.router = Router()
         auth_routes.add_routes(self.router, self)
@@ -133,6 +134,7 @@ class LocalRuntime(Dispatcher):
 
     # --- jobs ----------------------------------------------------------------------------
     def _execute(self, record: JobRecord) -> tuple[str, float, list[str]]:
+        started = time.monotonic()
         backend = self.catalog.get(record.backend)
         if backend is None:
             raise RuntimeError(f"backend {record.backend} is no longer available")
@@ -140,6 +142,10 @@ class LocalRuntime(Dispatcher):
             record.program_id, record.params, backend
         )
         outcome = programs.execute(prepared, backend)
+        # Real devices take seconds: an optional floor keeps jobs observably RUNNING.
+        remaining = self.min_job_seconds - (time.monotonic() - started)
+        if remaining > 0:
+            time.sleep(remaining)
         return outcome.result_json, outcome.quantum_seconds, outcome.log_lines
 
     # --- dispatch ------------------------------------------------------------------------
@@ -254,6 +260,14 @@ class LocalRuntime(Dispatcher):
             self.runner.paused.clear()
             return Response.empty()
 
+        def execution(request: Request) -> Response:
+            body = request.json()
+            seconds = body.get("min_seconds") if isinstance(body, dict) else None
+            if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 600:
+                raise HttpError(400, 'The body must be {"min_seconds": 0..600}.')
+            self.min_job_seconds = float(seconds)
+            return Response.empty()
+
         def backend_status(request: Request) -> Response:
             body = request.json()
             name = request.params["name"]
@@ -276,6 +290,7 @@ class LocalRuntime(Dispatcher):
             ("POST", "/queue/pause", pause),
             ("POST", "/queue/resume", resume),
             ("PUT", "/backends/{name}/status", backend_status),
+            ("PUT", "/execution", execution),
         ):
             self.router.add("admin", method, pattern, admin(handler))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,8 @@ class ServeOptions:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
     insecure: bool = False  # allow plaintext on a non-loopback address
+    # Run when draining starts, before in-flight calls get their grace (streams end first).
+    shutdown_hooks: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -126,6 +128,8 @@ class GatewayServer:
     async def stop(self) -> None:
         """Drains: health says NOT_SERVING, new calls are refused, in-flight ones get the grace."""
         await self.health.enter_graceful_shutdown()
+        for hook in self.options.shutdown_hooks:
+            await hook()
         await self.server.stop(self.options.grace_seconds)
 
 

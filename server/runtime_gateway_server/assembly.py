@@ -24,6 +24,7 @@ from runtime_gateway_server.servicers import (
     JobServicer,
 )
 from runtime_gateway_server.upstream import HttpUpstream, RetryPolicy
+from runtime_gateway_server.watch import WatchHub, WatchSettings
 
 
 @dataclass
@@ -36,6 +37,7 @@ class GatewaySettings:
     upstream_threads: int = 32
     upstream_timeout: float = 60.0
     request_id_ttl: float = 3600.0
+    watch: WatchSettings = field(default_factory=WatchSettings)
 
 
 def parse_api_keys(values: list[str]) -> list[ApiKey]:
@@ -66,6 +68,8 @@ def build_gateway(settings: GatewaySettings, local: Any | None) -> Gateway:
             name="local",
         )
     registry = AccountRegistry(settings.accounts_dir, settings.api_keys)
+    jobs = JobOperations(InMemoryRequestIdStore(settings.request_id_ttl))
+    executor = ThreadPoolExecutor(settings.upstream_threads, thread_name_prefix="upstream")
     return Gateway(
         resolver=AccountResolver(registry, local_account),
         registry=registry,
@@ -73,8 +77,9 @@ def build_gateway(settings: GatewaySettings, local: Any | None) -> Gateway:
         backends=BackendDirectory(
             settings.backend_list_ttl, settings.backend_config_ttl, settings.backend_status_ttl
         ),
-        jobs=JobOperations(InMemoryRequestIdStore(settings.request_id_ttl)),
-        executor=ThreadPoolExecutor(settings.upstream_threads, thread_name_prefix="upstream"),
+        jobs=jobs,
+        executor=executor,
+        watch=WatchHub(jobs, executor, settings.watch),
         answers=TTLCache(min(settings.backend_status_ttl, settings.backend_list_ttl)),
     )
 

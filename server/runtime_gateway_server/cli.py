@@ -122,6 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="read timeout of one HTTP call to IBM, in seconds (default: 60)",
     )
     serve.add_argument(
+        "--watch-poll-seconds",
+        type=float,
+        default=float(_env("WATCH_POLL_SECONDS", "0.5")),
+        help="job-update streams poll a watched job this often after a change and while it "
+        "runs; unchanged queued jobs back off to --watch-max-poll-seconds (default: 0.5)",
+    )
+    serve.add_argument(
+        "--watch-max-poll-seconds",
+        type=float,
+        default=float(_env("WATCH_MAX_POLL_SECONDS", "10")),
+        help="the slowest poll of a job waiting unchanged in the queue (default: 10)",
+    )
+    serve.add_argument(
+        "--watch-heartbeat-seconds",
+        type=float,
+        default=float(_env("WATCH_HEARTBEAT_SECONDS", "15")),
+        help="idle job-update streams send a heartbeat this often (default: 15)",
+    )
+    serve.add_argument(
+        "--watch-account-rps",
+        type=float,
+        default=float(_env("WATCH_ACCOUNT_RPS", "20")),
+        help="upstream requests per second per account, for all watched jobs (default: 20)",
+    )
+    serve.add_argument(
         "--no-local-runtime",
         dest="local_runtime",
         action="store_false",
@@ -220,6 +245,7 @@ def _serve(args: argparse.Namespace) -> int:
         register,
     )
     from runtime_gateway_server.logs import configure_logging
+    from runtime_gateway_server.watch import WatchSettings
 
     configure_logging(args.log_format, args.log_level)
     settings = GatewaySettings(
@@ -230,6 +256,12 @@ def _serve(args: argparse.Namespace) -> int:
         backend_status_ttl=min(2.0, args.backend_cache_seconds),
         upstream_threads=args.upstream_threads,
         upstream_timeout=args.upstream_timeout,
+        watch=WatchSettings(
+            fast_interval=args.watch_poll_seconds,
+            max_interval=max(args.watch_max_poll_seconds, args.watch_poll_seconds),
+            heartbeat_seconds=args.watch_heartbeat_seconds,
+            account_rps=args.watch_account_rps,
+        ),
     )
     options = ServeOptions(
         listen=args.listen,
@@ -242,6 +274,7 @@ def _serve(args: argparse.Namespace) -> int:
     local = _start_embedded_local_runtime(args) if args.local_runtime else None
     gateway = build_gateway(settings, local)
     options.registrars = (lambda server: register(gateway, server),)
+    options.shutdown_hooks = (gateway.watch.shutdown,)
 
     async def run() -> None:
         server = GatewayServer(options)

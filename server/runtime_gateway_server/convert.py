@@ -220,3 +220,25 @@ def _seconds(entries: list[dict[str, Any]], name: str) -> float:
             scale = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}.get(unit, 1e-6)
             return float(entry.get("value") or 0) * scale
     return 0.0
+
+
+def job_update(update: Any) -> jobs_pb2.JobUpdate:
+    """A watch.Update as the JobUpdate message streams carry."""
+    message = jobs_pb2.JobUpdate(
+        job_id=update.job_id,
+        revision=update.revision,
+        observe_time=timestamp(datetime.fromtimestamp(update.observed, UTC)),
+    )
+    if update.kind == "state":
+        message.state.CopyFrom(
+            jobs_pb2.JobStateUpdate(
+                job=job(update.job or {}), terminal=update.terminal, result_json=update.result_json
+            )
+        )
+    elif update.kind == "log":
+        message.log.CopyFrom(jobs_pb2.JobLogChunk(text=update.text))
+    elif update.kind == "error":
+        message.error.CopyFrom(jobs_pb2.JobStreamError(reason=update.reason, message=update.text))
+    else:
+        message.heartbeat.CopyFrom(jobs_pb2.JobHeartbeat())
+    return message

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC as _UTC
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -40,6 +41,7 @@ from runtime_gateway_server.errors import GatewayError, invalid_argument, to_sta
 from runtime_gateway_server.ibm import AccountClient, ClientPool
 from runtime_gateway_server.jobs import JobOperations, ListRequest, RunRequest
 from runtime_gateway_server.upstream import Deadline
+from runtime_gateway_server.watch import Subscriber, WatchHub
 
 log = structlog.get_logger("runtime_gateway_server.rpc")
 T = TypeVar("T")
@@ -55,6 +57,7 @@ class Gateway:
     backends: BackendDirectory
     jobs: JobOperations
     executor: ThreadPoolExecutor
+    watch: WatchHub
     # Answers of backend reads, per account and request, for at most the status TTL:
     # a hit is served on the event loop, without a thread hop or any conversion.
     answers: TTLCache[Any] = field(default_factory=lambda: TTLCache(2.0, max_entries=10_000))
@@ -141,6 +144,49 @@ class Gateway:
 
     def client(self, creds: CallCredentials) -> AccountClient:
         return self.clients.client(self.resolve(creds))
+
+    async def stream(
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        sub: Subscriber,
+        subscribe: Callable[[AccountClient, Subscriber], Awaitable[None]],
+    ) -> AsyncIterator[jobs_pb2.JobUpdate]:
+        """A job-update stream: subscribe, relay updates (heartbeats when idle), and always
+        unsubscribe, whether the job ended, the client left or the gateway shuts down."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        creds = CallCredentials()
+        sent = 0
+        try:
+            creds = from_metadata(context.invocation_metadata())
+            loop = asyncio.get_running_loop()
+            client = await loop.run_in_executor(self.executor, self.client, creds)
+            await subscribe(client, sub)
+            async for update in sub.updates(self.watch.settings.heartbeat_seconds):
+                yield convert.job_update(update)
+                sent += 1
+            if sub.closed is not None:
+                raise sub.closed
+        except GatewayError as error:
+            code = error.code
+            status = to_status(error)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client went away
+            raise
+        finally:
+            self.watch.unsubscribe(sub)
+            log.info(
+                "rpc",
+                method=method,
+                code=code.name,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+                updates=sent,
+                request_id=creds.request_id or None,
+                account=creds.account_name,
+                channel=creds.channel or ("token" if creds.token else "local"),
+            )
 
 
 def _backend_filter(message: backends_pb2.BackendFilter) -> BackendFilter:
@@ -362,6 +408,48 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             return jobs_pb2.UpdateJobTagsResponse(job=self._job(client, data, deadline))
 
         return await self.g.call(context, "UpdateJobTags", work)
+
+    async def WatchJob(self, request, context):
+        async def subscribe(client: AccountClient, sub: Subscriber) -> None:
+            if not request.job_id:
+                raise invalid_argument("job_id", "is required")
+            if request.resume_after_revision < 0:
+                raise invalid_argument("resume_after_revision", "must not be negative")
+            await self.g.watch.subscribe(client, request.job_id, sub, request.resume_after_revision)
+
+        sub = Subscriber(request.include_result, request.include_interim, single_job=True)
+        async for update in self.g.stream(context, "WatchJob", sub, subscribe):
+            yield jobs_pb2.WatchJobResponse(update=update)
+
+    async def WatchJobs(self, request, context):
+        async def subscribe(client: AccountClient, sub: Subscriber) -> None:
+            if not (request.job_ids or request.tags or request.session_id or request.backend):
+                raise invalid_argument(
+                    "job_ids", "give job ids or at least one filter (tags, session_id, backend)"
+                )
+            resume = dict(request.resume_after_revisions)
+            if any(r < 0 for r in resume.values()):
+                raise invalid_argument("resume_after_revisions", "must not be negative")
+            for job_id in dict.fromkeys(request.job_ids):
+                await self.g.watch.subscribe(client, job_id, sub, resume.get(job_id, 0))
+            if request.tags or request.session_id or request.backend:
+                started = datetime.now(_UTC) - timedelta(seconds=2)
+
+                def candidates(
+                    c: AccountClient, deadline: Deadline, first: bool
+                ) -> list[dict[str, Any]]:
+                    query = ListRequest(
+                        page_size=200, tags=list(request.tags), session_id=request.session_id,
+                        backend=request.backend,
+                        pending=True if first else None, created_after=None if first else started,
+                    )  # fmt: skip
+                    return self.g.jobs.list(c, query, deadline).jobs
+
+                self.g.watch.spawn(self.g.watch.discover(client, sub, candidates, resume))
+
+        sub = Subscriber(request.include_result, False, single_job=False)
+        async for update in self.g.stream(context, "WatchJobs", sub, subscribe):
+            yield jobs_pb2.WatchJobsResponse(update=update)
 
 
 class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
