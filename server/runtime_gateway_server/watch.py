@@ -354,9 +354,9 @@ class WatchHub:
         self.watches: dict[tuple[str, str], JobWatch] = {}
         self.memory: OrderedDict[tuple[str, str], _Memory] = OrderedDict()
         self._limiters: dict[str, RateLimiter] = {}
-        self._allowed: OrderedDict[tuple[str, str], float] = (
-            OrderedDict()
-        )  # (account, job) -> until
+        # (account, job) -> (allowed until, job is private); checks in flight
+        self._allowed: OrderedDict[tuple[str, str], tuple[float, bool]] = OrderedDict()
+        self._checks: dict[tuple[str, str], asyncio.Task[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribers: set[Subscriber] = set()
         self.closing = False
@@ -385,27 +385,25 @@ class WatchHub:
         key = (client.endpoints.runtime or client.account.url, job_id)
         first = None
         grant = (client.account.key, job_id)
-        if self._allowed.get(grant, 0) < time.monotonic():
-            await self.limiter(client.account.key).acquire()
-            first = await asyncio.get_running_loop().run_in_executor(
-                self.executor,
-                self.jobs.get,
-                client,
-                job_id,
-                False,
-                Deadline.after(self.settings.request_timeout),
-            )  # NOT_FOUND and friends propagate to the caller
-            if sub.want_result and first.get("private"):
-                raise GatewayError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "INVALID_ARGUMENT",
-                    "include_result: the results of a private job can be read only once; "
-                    "they are never read on a subscriber's behalf",
-                    field="include_result",
-                )
-            self._allowed[grant] = time.monotonic() + 300
-            while len(self._allowed) > self.settings.memory_jobs:
-                self._allowed.popitem(last=False)
+        allowed = self._allowed.get(grant)
+        if allowed is None or allowed[0] < time.monotonic():
+            # Subscribers arriving together share one check (a herd of them would otherwise
+            # queue behind the account's rate limit, one request each).
+            check = self._checks.get(grant)
+            if check is None:
+                check = asyncio.get_running_loop().create_task(self._check(client, job_id))
+                self._checks[grant] = check
+                check.add_done_callback(lambda _: self._checks.pop(grant, None))
+            first = await asyncio.shield(check)  # NOT_FOUND and friends reach every caller
+            allowed = self._allowed[grant]
+        if sub.want_result and allowed[1]:
+            raise GatewayError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "INVALID_ARGUMENT",
+                "include_result: the results of a private job can be read only once; "
+                "they are never read on a subscriber's behalf",
+                field="include_result",
+            )
         watch = self.watches.get(key)
         if watch is None or watch.done:
             watch = JobWatch(self, key, client)
@@ -463,6 +461,25 @@ class WatchHub:
                         )
             first = False
             await asyncio.sleep(self.settings.discovery_interval)
+
+    async def _check(self, client: AccountClient, job_id: str) -> dict[str, Any]:
+        """The account may read the job: one GET, remembered for five minutes."""
+        await self.limiter(client.account.key).acquire()
+        job: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(
+            self.executor,
+            self.jobs.get,
+            client,
+            job_id,
+            False,
+            Deadline.after(self.settings.request_timeout),
+        )
+        self._allowed[(client.account.key, job_id)] = (
+            time.monotonic() + 300,
+            bool(job.get("private")),
+        )
+        while len(self._allowed) > self.settings.memory_jobs:
+            self._allowed.popitem(last=False)
+        return job
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
