@@ -4,7 +4,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gateway.conftest import upstream  # noqa: F401 - the "IBM" process tests/gateway and tests/streams share
+from tests.gateway.conftest import (  # noqa: F401 - shared by tests/gateway, tests/streams, tests/client
+    accounts_dir,
+    gateway,
+    upstream,
+)
 from tests.procs import Proc, start
 
 

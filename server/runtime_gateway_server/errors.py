@@ -8,6 +8,8 @@ upstream said when to retry. Messages pass the secret scrubber: they never carry
 
 from __future__ import annotations
 
+import collections
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -16,6 +18,7 @@ from grpc_status import rpc_status
 from runtime_gateway_server.logs import SECRETS
 
 DOMAIN = "runtime-gateway"
+REASON_METADATA = "runtime-gateway-reason"
 
 
 class GatewayError(Exception):
@@ -80,4 +83,15 @@ def to_status(error: GatewayError) -> grpc.Status:
     status = status_pb2.Status(
         code=getattr(code_pb2, error.code.name), message=error.message, details=packed
     )
-    return rpc_status.to_status(status)
+    rich = rpc_status.to_status(status)
+    # The reason again as plain metadata: clients without googleapis-common-protos (the thin
+    # Python client) read it without decoding google.rpc.Status.
+    return _Status(
+        rich.code, rich.details, (*rich.trailing_metadata, (REASON_METADATA, error.reason))
+    )
+
+
+class _Status(
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status
+):
+    """A grpc.Status with extra trailing metadata."""

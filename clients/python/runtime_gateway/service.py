@@ -1,0 +1,860 @@
+"""`QiskitRuntimeService` over the gateway: the documented 0.21 surface, gRPC underneath.
+
+Signatures, defaults, account selection and exceptions follow qiskit-ibm-runtime 0.21
+(`../shared/reference/QiskitRuntimeService-0.21.md`, and its code where the two differ), so
+code written for the SDK runs against the gateway. The gateway address comes from
+`RUNTIME_GATEWAY_ADDRESS` (default `localhost:50051`); `RUNTIME_GATEWAY_TLS=1` (with
+`RUNTIME_GATEWAY_TLS_CA` for a private CA) turns TLS on, `RUNTIME_GATEWAY_API_KEY` is sent
+as the gateway API key. Only grpcio and protobuf are imported; Qiskit and the SDK are used
+when installed, to encode inputs and decode results.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from runtime_gateway import accounts
+from runtime_gateway.exceptions import (
+    IBMInputValueError,
+    IBMRuntimeError,
+    QiskitBackendNotFoundError,
+    RuntimeInvalidStateError,
+    RuntimeJobFailureError,
+    RuntimeJobMaxTimeoutError,
+    RuntimeJobNotFound,
+    RuntimeJobTimeoutError,
+    from_rpc_error,
+)
+from runtime_gateway.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    backends_pb2,
+    backends_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+)
+
+ADDRESS_ENV = "RUNTIME_GATEWAY_ADDRESS"
+DEFAULT_ADDRESS = "localhost:50051"
+CALL_TIMEOUT = 120.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_FINAL = {"DONE", "ERROR", "CANCELLED"}
+_STATUS = {
+    jobs_pb2.JOB_STATE_QUEUED: "QUEUED",
+    jobs_pb2.JOB_STATE_RUNNING: "RUNNING",
+    jobs_pb2.JOB_STATE_COMPLETED: "DONE",
+    jobs_pb2.JOB_STATE_FAILED: "ERROR",
+    jobs_pb2.JOB_STATE_CANCELLED: "CANCELLED",
+}
+_RAN_TOO_LONG = 1305
+
+
+class _AttrDict(dict):  # type: ignore[type-arg]
+    """A JSON document whose keys read as attributes (configuration, properties)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return _AttrDict(value) if isinstance(value, dict) else value
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+
+def _sdk_json() -> Any | None:
+    """qiskit-ibm-runtime's json module when it is installed (never imported otherwise)."""
+    for name in ("qiskit_ibm_runtime.json", "qiskit_ibm_runtime.utils.json"):
+        try:
+            if importlib.util.find_spec("qiskit_ibm_runtime") is None:
+                return None
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+def encode_inputs(inputs: Any) -> str:
+    sdk = _sdk_json()
+    try:
+        if sdk is not None:
+            return str(json.dumps(inputs, cls=sdk.RuntimeEncoder))
+        return json.dumps(inputs)
+    except TypeError as error:
+        raise IBMInputValueError(
+            f"The inputs cannot be encoded ({error}); "
+            "install qiskit-ibm-runtime to send Qiskit objects."
+        ) from None
+
+
+def _plain_hook(value: dict[str, Any]) -> Any:
+    """Decodes what plain Python can without Qiskit: ndarray (with NumPy), complex."""
+    kind = value.get("__type__")
+    if kind == "ndarray" and isinstance(value.get("__value__"), str):
+        try:
+            import base64
+            import io
+            import zlib
+
+            import numpy as np
+
+            raw = zlib.decompress(base64.standard_b64decode(value["__value__"]))
+            return np.load(io.BytesIO(raw), allow_pickle=False)
+        except ImportError:
+            return value
+    if kind == "complex":
+        real, imag = value["__value__"]
+        return complex(real, imag)
+    return value
+
+
+def decode_result(text: str, decoder: Any = None) -> Any:
+    if decoder is not None:
+        return decoder.decode(text)
+    if not text:
+        return None
+    sdk = _sdk_json()
+    try:
+        if sdk is not None:
+            return json.loads(text, cls=sdk.RuntimeDecoder)
+        return json.loads(text, object_hook=_plain_hook)
+    except ValueError:
+        return text
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.astimezone()  # the SDK's created_after/before are local time
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+class _Gateway:
+    """One gRPC channel to the gateway and the account's call metadata."""
+
+    def __init__(self, account: accounts.Account) -> None:
+        address = os.environ.get(ADDRESS_ENV, DEFAULT_ADDRESS)
+        options = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ]
+        if os.environ.get("RUNTIME_GATEWAY_TLS", "0").lower() in ("1", "true", "yes"):
+            ca_path = os.environ.get("RUNTIME_GATEWAY_TLS_CA")
+            ca = open(ca_path, "rb").read() if ca_path else None
+            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca), options)
+        else:
+            self.channel = grpc.insecure_channel(address, options)
+        self.backends = backends_pb2_grpc.BackendServiceStub(self.channel)
+        self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
+        self.accounts = accounts_pb2_grpc.AccountServiceStub(self.channel)
+        md: list[tuple[str, str]] = [("x-runtime-channel", account.channel)]
+        if account.channel != "local":
+            md += [
+                ("authorization", f"Bearer {account.token}"),
+                ("x-runtime-url", str(account.url)),
+            ]
+        if account.instance:
+            md.append(("x-runtime-instance", account.instance))
+        if os.environ.get("RUNTIME_GATEWAY_API_KEY"):
+            md.append(("x-gateway-api-key", os.environ["RUNTIME_GATEWAY_API_KEY"]))
+        self.metadata = tuple(md)
+
+    def call(self, method: Any, request: Any, errors: type[Exception] = IBMRuntimeError) -> Any:
+        try:
+            return method(request, metadata=self.metadata, timeout=CALL_TIMEOUT)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, errors) from None  # type: ignore[arg-type]
+
+
+class BackendStatus:
+    """A backend's status, with the attributes of qiskit's BackendStatus."""
+
+    def __init__(self, message: backends_pb2.BackendStatus) -> None:
+        self.backend_name = message.backend_name
+        self.backend_version = message.backend_version
+        self.operational = message.operational
+        self.pending_jobs = message.pending_jobs
+        self.status_msg = message.status_msg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def __repr__(self) -> str:
+        return (
+            f"<BackendStatus({self.backend_name}, operational={self.operational}, "
+            f"pending_jobs={self.pending_jobs})>"
+        )
+
+
+class IBMBackend:
+    """A backend as the SDK shows it: name, size, configuration, properties, status."""
+
+    def __init__(self, service: QiskitRuntimeService, message: backends_pb2.Backend) -> None:
+        self._service = service
+        self.name = message.name
+        self.num_qubits = message.num_qubits
+        self.simulator = message.simulator
+        self.dynamic_circuits = message.dynamic_circuits
+        self.basis_gates = list(message.basis_gates)
+        self.max_shots = message.max_shots
+        self.backend_version = message.backend_version
+        self._status = message.status
+        self._configuration: _AttrDict | None = None
+        if message.HasField("configuration") and message.configuration.raw_json:
+            self._configuration = _AttrDict(json.loads(message.configuration.raw_json))
+
+    def configuration(self) -> _AttrDict:
+        if self._configuration is None:
+            request = backends_pb2.GetBackendRequest(
+                name=self.name, view=backends_pb2.BACKEND_VIEW_FULL
+            )
+            reply = self._service._gateway.call(
+                self._service._gateway.backends.GetBackend, request, QiskitBackendNotFoundError
+            )
+            self._configuration = _AttrDict(json.loads(reply.backend.configuration.raw_json))
+        return self._configuration
+
+    def properties(
+        self, refresh: bool = False, datetime: datetime | None = None
+    ) -> _AttrDict | None:
+        request = backends_pb2.GetBackendPropertiesRequest(
+            name=self.name, updated_before=_timestamp(datetime)
+        )
+        reply = self._service._gateway.call(
+            self._service._gateway.backends.GetBackendProperties,
+            request,
+            QiskitBackendNotFoundError,
+        )
+        if not reply.HasField("properties"):
+            return None
+        return _AttrDict(json.loads(reply.properties.raw_json))
+
+    def status(self) -> BackendStatus:
+        request = backends_pb2.GetBackendStatusRequest(name=self.name)
+        reply = self._service._gateway.call(
+            self._service._gateway.backends.GetBackendStatus, request, QiskitBackendNotFoundError
+        )
+        return BackendStatus(reply.status)
+
+    @property
+    def operational(self) -> bool:
+        return bool(self._status.operational)
+
+    @property
+    def pending_jobs(self) -> int:
+        return int(self._status.pending_jobs)
+
+    @property
+    def service(self) -> QiskitRuntimeService:
+        return self._service
+
+    def __repr__(self) -> str:
+        return f"<IBMBackend('{self.name}')>"
+
+
+class RuntimeJob:
+    """A job: the SDK's RuntimeJob surface, with updates from the gateway's job stream."""
+
+    def __init__(
+        self, service: QiskitRuntimeService, message: jobs_pb2.Job, result_decoder: Any = None
+    ) -> None:
+        self._service = service
+        self._update(message)
+        decoders = (
+            result_decoder
+            if isinstance(result_decoder, (list, tuple))
+            else [result_decoder, result_decoder]
+        )
+        self._interim_decoder, self._final_decoder = ([*list(decoders), None, None])[:2]
+        self._result_json: str | None = None
+        self._stream_thread: threading.Thread | None = None
+        self._stream_stop = threading.Event()
+
+    def _update(self, message: jobs_pb2.Job) -> None:
+        self._message = message
+        self._job_id = message.id
+        self._backend_name = message.backend
+        self.program_id = message.program_id
+        self.session_id = message.session_id or None
+        self.tags = list(message.tags)
+        self.creation_date = (
+            message.create_time.ToDatetime(tzinfo=UTC).astimezone()
+            if message.HasField("create_time")
+            else None
+        )
+        self.private = message.private
+
+    def job_id(self) -> str:
+        return self._job_id
+
+    def _state(self) -> str:
+        message = self._message
+        state = _STATUS.get(message.state, "UNKNOWN")
+        if state == "CANCELLED" and message.status_reason_code == _RAN_TOO_LONG:
+            return "ERROR"
+        return state
+
+    def status(self) -> str:
+        """QUEUED, RUNNING, DONE, ERROR or CANCELLED (a job that ran too long is ERROR)."""
+        reply = self._service._gateway.call(
+            self._service._gateway.jobs.GetJob,
+            jobs_pb2.GetJobRequest(job_id=self._job_id),
+            RuntimeJobNotFound,
+        )
+        self._update(reply.job)
+        return self._state()
+
+    def in_final_state(self) -> bool:
+        return self.status() in _FINAL
+
+    def backend(self) -> IBMBackend:
+        return self._service.backend(self._backend_name)
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        request = jobs_pb2.GetJobRequest(job_id=self._job_id, view=jobs_pb2.JOB_VIEW_FULL)
+        reply = self._service._gateway.call(
+            self._service._gateway.jobs.GetJob, request, RuntimeJobNotFound
+        )
+        decoded: dict[str, Any] = decode_result(reply.job.inputs_json) or {}
+        return decoded
+
+    def wait_for_final_state(self, timeout: float | None = None) -> None:
+        """Waits on the gateway's job stream (not by polling).
+
+        RuntimeJobTimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        resume = 0
+        while True:  # reconnect with the last revision if the stream breaks
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise RuntimeJobTimeoutError(
+                    f"Timed out waiting for job {self._job_id} to complete."
+                )
+            request = jobs_pb2.WatchJobRequest(
+                job_id=self._job_id, include_result=not self.private, resume_after_revision=resume
+            )
+            stream = self._service._gateway.jobs.WatchJob(
+                request, metadata=self._service._gateway.metadata, timeout=remaining
+            )
+            try:
+                for message in stream:
+                    update = message.update
+                    resume = max(resume, update.revision)
+                    if update.WhichOneof("kind") == "state":
+                        self._update(update.state.job)
+                        if update.state.terminal:
+                            if update.state.result_json:
+                                self._result_json = update.state.result_json
+                            return
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise RuntimeJobTimeoutError(
+                        f"Timed out waiting for job {self._job_id} to complete."
+                    ) from None
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise from_rpc_error(error, RuntimeJobNotFound) from None
+                time.sleep(0.5)  # the gateway went away: reconnect and resume
+                continue
+            if self._state() in _FINAL:
+                return
+
+    def result(self, timeout: float | None = None, decoder: Any = None) -> Any:
+        self.wait_for_final_state(timeout)
+        state = self._state()
+        if state == "ERROR":
+            message = self._message
+            if message.status_reason_code == _RAN_TOO_LONG:
+                raise RuntimeJobMaxTimeoutError(
+                    f"Job {self._job_id} ran longer than maximum execution time. "
+                    f"Job was cancelled:\n{message.status_reason}"
+                )
+            raise RuntimeJobFailureError(
+                "Unable to retrieve job result. "
+                f"Job {self._job_id} has failed:\n{message.status_reason}"
+            )
+        if state == "CANCELLED":
+            raise RuntimeInvalidStateError(
+                f"Unable to retrieve result for job {self._job_id}. Job was cancelled."
+            )
+        if self._result_json is None:
+            reply = self._service._gateway.call(
+                self._service._gateway.jobs.GetJobResult,
+                jobs_pb2.GetJobResultRequest(job_id=self._job_id),
+            )
+            self._result_json = reply.result_json
+        return decode_result(self._result_json, decoder or self._final_decoder)
+
+    def cancel(self) -> None:
+        try:
+            reply = self._service._gateway.jobs.CancelJob(
+                jobs_pb2.CancelJobRequest(job_id=self._job_id),
+                metadata=self._service._gateway.metadata,
+                timeout=CALL_TIMEOUT,
+            )
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise RuntimeInvalidStateError(
+                    f"Job cannot be cancelled: {error.details()}"
+                ) from None
+            raise from_rpc_error(error, IBMRuntimeError) from None
+        self._update(reply.job)
+        self.cancel_result_streaming()
+
+    def logs(self) -> str:
+        reply = self._service._gateway.call(
+            self._service._gateway.jobs.GetJobLogs, jobs_pb2.GetJobLogsRequest(job_id=self._job_id)
+        )
+        return str(reply.logs)
+
+    def metrics(self) -> dict[str, Any]:
+        reply = self._service._gateway.call(
+            self._service._gateway.jobs.GetJobMetrics,
+            jobs_pb2.GetJobMetricsRequest(job_id=self._job_id),
+        )
+        metrics: dict[str, Any] = json.loads(reply.metrics_json)
+        return metrics
+
+    def update_tags(self, new_tags: list[str]) -> list[str]:
+        request = jobs_pb2.UpdateJobTagsRequest(job_id=self._job_id, tags=new_tags)
+        reply = self._service._gateway.call(self._service._gateway.jobs.UpdateJobTags, request)
+        self._update(reply.job)
+        return self.tags
+
+    def error_message(self) -> str | None:
+        self.status()
+        if self._state() in ("ERROR", "CANCELLED") and self._message.status_reason:
+            return f"Job {self._job_id} has failed:\n{self._message.status_reason}"
+        return None
+
+    def interim_results(self, decoder: Any = None) -> Any:
+        return None  # the gateway relays interim results through the stream only
+
+    def stream_results(self, callback: Callable[[str, Any], None], decoder: Any = None) -> None:
+        """Calls `callback(job_id, result)` with interim results and the final result, from
+        the gateway's job stream, on a background thread."""
+        if self._stream_thread is not None and self._stream_thread.is_alive():
+            raise RuntimeInvalidStateError("A callback function is already streaming results.")
+        self._stream_stop.clear()
+
+        def relay() -> None:
+            request = jobs_pb2.WatchJobRequest(
+                job_id=self._job_id, include_result=not self.private, include_interim=True
+            )
+            stream = self._service._gateway.jobs.WatchJob(
+                request, metadata=self._service._gateway.metadata
+            )
+            try:
+                for message in stream:
+                    if self._stream_stop.is_set():
+                        stream.cancel()
+                        return
+                    update = message.update
+                    kind = update.WhichOneof("kind")
+                    if kind == "interim_result":
+                        callback(
+                            self._job_id,
+                            decode_result(
+                                update.interim_result.result_json, decoder or self._interim_decoder
+                            ),
+                        )
+                    elif kind == "state" and update.state.terminal:
+                        self._update(update.state.job)
+                        if update.state.result_json:
+                            self._result_json = update.state.result_json
+                            callback(
+                                self._job_id, decode_result(self._result_json, self._final_decoder)
+                            )
+                        return
+            except grpc.RpcError:
+                return  # cancelled, or the stream ended: the caller can still ask result()
+
+        self._stream_thread = threading.Thread(
+            target=relay, name=f"job-{self._job_id}", daemon=True
+        )
+        self._stream_thread.start()
+
+    def cancel_result_streaming(self) -> None:
+        self._stream_stop.set()
+
+    def __repr__(self) -> str:
+        return f"<RuntimeJob('{self._job_id}', '{self.program_id}')>"
+
+
+class QiskitRuntimeService:
+    """Class for interacting with the Qiskit Runtime service, through the runtime gateway."""
+
+    global_service = None
+    version = 1
+
+    def __init__(
+        self,
+        channel: str | None = None,
+        token: str | None = None,
+        url: str | None = None,
+        filename: str | None = None,
+        name: str | None = None,
+        instance: str | None = None,
+        proxies: dict[str, Any] | None = None,
+        verify: bool | None = None,
+        channel_strategy: str | None = None,
+    ) -> None:
+        if channel_strategy is not None:
+            if channel_strategy not in accounts.CHANNEL_STRATEGIES:
+                raise ValueError(f"{channel_strategy} is not a valid channel strategy.")
+            if channel and channel != "ibm_cloud":
+                raise ValueError(
+                    f"The channel strategy {channel_strategy} is only supported "
+                    "on the ibm_cloud channel."
+                )
+        self._account = self._discover_account(
+            token, url, instance, channel, filename, name, proxies, verify, channel_strategy
+        )
+        self._gateway = _Gateway(self._account)
+        if self._account.channel != "local":  # the SDK contacts IBM when constructed
+            self._gateway.call(
+                self._gateway.accounts.VerifyAccount, accounts_pb2.VerifyAccountRequest()
+            )
+
+    @staticmethod
+    def _discover_account(
+        token: str | None,
+        url: str | None,
+        instance: str | None,
+        channel: str | None,
+        filename: str | None,
+        name: str | None,
+        proxies: dict[str, Any] | None,
+        verify: bool | None,
+        channel_strategy: str | None,
+    ) -> accounts.Account:
+        if name:
+            account = accounts.get(filename=filename, name=name)
+        elif channel:
+            if channel not in accounts.CHANNELS:
+                raise ValueError(
+                    "'channel' can only be 'ibm_cloud', 'ibm_quantum', "
+                    "'ibm_quantum_platform' or 'local'"
+                )
+            if token or channel == "local":
+                account = accounts.Account(
+                    channel=channel,
+                    token=token,
+                    url=url,
+                    instance=instance,
+                    proxies=proxies,
+                    verify=verify,
+                    channel_strategy=channel_strategy,
+                )
+            else:
+                account = accounts.get(filename=filename, channel=channel)
+        elif token or url:
+            raise ValueError(
+                "'channel' is required if 'token', or 'url' is specified but 'name' is not."
+            )
+        else:
+            account = accounts.get(filename=filename)
+        if instance is not None:
+            account.instance = instance
+        if proxies is not None:
+            account.proxies = proxies
+        if verify is not None:
+            account.verify = verify
+        return account.validate()
+
+    # --- attributes -------------------------------------------------------------------------
+    @property
+    def channel(self) -> str:
+        return self._account.channel
+
+    @property
+    def runtime(self) -> QiskitRuntimeService:
+        return self
+
+    def close(self) -> None:
+        """Closes the channel to the gateway (also done when used as a context manager)."""
+        self._gateway.channel.close()
+
+    def __enter__(self) -> QiskitRuntimeService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def active_account(self) -> dict[str, Any] | None:
+        """The account in use, as the SDK returns it, but with the token masked."""
+        saved = self._account.to_saved_format()
+        token = saved.get("token") or ""
+        saved["token"] = (
+            "*" * max(0, len(token) - 4) + token[-4:] if len(token) >= 12 else "*" * len(token)
+        )
+        return saved
+
+    def instances(self) -> list[Any]:
+        if self._account.channel == "ibm_cloud":
+            return []  # as 0.21
+        reply = self._gateway.call(
+            self._gateway.accounts.ListInstances, accounts_pb2.ListInstancesRequest()
+        )
+        if self._account.channel == "ibm_quantum":
+            return [i.id for i in reply.instances]
+        return [
+            {
+                "crn": i.id,
+                "plan": i.plan,
+                "name": i.name,
+                "tags": list(i.tags),
+                "pricing_type": i.pricing_type,
+            }
+            for i in reply.instances
+        ]
+
+    # --- backends ---------------------------------------------------------------------------
+    def backends(
+        self,
+        name: str | None = None,
+        min_num_qubits: int | None = None,
+        instance: str | None = None,
+        dynamic_circuits: bool | None = None,
+        filters: Callable[[IBMBackend], bool] | None = None,
+        **kwargs: Any,
+    ) -> list[IBMBackend]:
+        if instance and self._account.channel != "ibm_quantum":
+            raise IBMInputValueError(
+                "The 'instance' keyword is only supported for ``ibm_quantum`` runtime."
+            )
+        where = backends_pb2.BackendFilter(
+            name=name or "", min_num_qubits=min_num_qubits or 0, instance=instance or ""
+        )
+        if dynamic_circuits is not None:
+            where.dynamic_circuits = dynamic_circuits
+        for key, value in kwargs.items():
+            if key in ("simulator", "operational") and isinstance(value, bool):
+                setattr(where, key, value)
+            else:
+                where.attributes[key] = json.dumps(value)
+        request = backends_pb2.ListBackendsRequest(filter=where)
+        reply = self._gateway.call(self._gateway.backends.ListBackends, request, IBMInputValueError)
+        found = [IBMBackend(self, b) for b in reply.backends]
+        if name and not found:
+            raise QiskitBackendNotFoundError("No backend matches the criteria.")
+        return [b for b in found if filters(b)] if filters else found
+
+    def backend(self, name: str | None = None, instance: str | None = None) -> IBMBackend:
+        found = self.backends(name, instance=instance)
+        if not found:
+            raise QiskitBackendNotFoundError("No backend matches the criteria.")
+        return found[0]
+
+    def get_backend(self, name: str | None = None, **kwargs: Any) -> IBMBackend:
+        found = self.backends(name, **kwargs)
+        if len(found) != 1:
+            raise QiskitBackendNotFoundError(
+                "No backend matches the criteria."
+                if not found
+                else "More than one backend matches the criteria."
+            )
+        return found[0]
+
+    def least_busy(
+        self,
+        min_num_qubits: int | None = None,
+        instance: str | None = None,
+        filters: Callable[[IBMBackend], bool] | None = None,
+        **kwargs: Any,
+    ) -> IBMBackend:
+        candidates = [
+            b
+            for b in self.backends(
+                min_num_qubits=min_num_qubits, instance=instance, filters=filters, **kwargs
+            )
+            if b.operational and b._status.status_msg == "active"
+        ]
+        if not candidates:
+            raise QiskitBackendNotFoundError("No backend matches the criteria.")
+        return min(candidates, key=lambda b: b.pending_jobs)
+
+    # --- jobs -------------------------------------------------------------------------------
+    def run(
+        self,
+        program_id: str,
+        inputs: dict[str, Any],
+        options: Any = None,
+        callback: Callable[[str, Any], None] | None = None,
+        result_decoder: Any = None,
+        session_id: str | None = None,
+        start_session: bool | None = False,
+    ) -> RuntimeJob:
+        opts = (
+            options if isinstance(options, dict) else (vars(options) if options is not None else {})
+        )
+        tags = opts.get("job_tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise IBMInputValueError("job_tags needs to be a list of strings.")
+        image = opts.get("image")
+        if image and not re.match(
+            r"[a-zA-Z0-9]+([/.\-_][a-zA-Z0-9]+)*:[a-zA-Z0-9]+([.\-_][a-zA-Z0-9]+)*$", image
+        ):
+            raise IBMInputValueError('"image" needs to be in form of image_name:tag')
+        log_level = opts.get("log_level")
+        if log_level and str(log_level).upper() not in LOG_LEVELS:
+            raise IBMInputValueError(
+                f"{log_level} is not a valid log level. The valid log levels are: {LOG_LEVELS}"
+            )
+        if self._account.channel == "ibm_quantum" and not opts.get("backend"):
+            raise IBMInputValueError(
+                '"backend" is required field in "options" for "ibm_quantum" channel.'
+            )
+        if opts.get("instance") and self._account.channel != "ibm_quantum":
+            raise IBMInputValueError('"instance" is only supported for "ibm_quantum" channel.')
+        request = jobs_pb2.RunJobRequest(
+            program_id=program_id,
+            inputs_json=encode_inputs(inputs),
+            backend=opts.get("backend") or "",
+            session_id=session_id or "",
+            start_session=bool(start_session),
+            session_time=int(opts.get("session_time") or 0),
+            tags=tags,
+            log_level=str(log_level or "").upper(),
+            max_execution_time=int(opts.get("max_execution_time") or 0),
+            image=image or "",
+            instance=opts.get("instance") or "",
+            channel_strategy=self._account.channel_strategy
+            if self._account.channel_strategy not in (None, "default")
+            else "",
+            request_id=str(uuid.uuid4()),  # a retry below reuses it: never two jobs
+        )
+        reply = None
+        for attempt in range(3):
+            try:
+                reply = self._gateway.jobs.RunJob(
+                    request, metadata=self._gateway.metadata, timeout=CALL_TIMEOUT
+                )
+                break
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.UNAVAILABLE and attempt < 2:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise from_rpc_error(error, IBMRuntimeError) from None
+        assert reply is not None
+        job = RuntimeJob(self, reply.job, result_decoder)
+        if callback is not None:
+            job.stream_results(callback)
+        return job
+
+    def job(self, job_id: str) -> RuntimeJob:
+        reply = self._gateway.call(
+            self._gateway.jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id), RuntimeJobNotFound
+        )
+        return RuntimeJob(self, reply.job)
+
+    def jobs(
+        self,
+        limit: int | None = 10,
+        skip: int = 0,
+        backend_name: str | None = None,
+        pending: bool | None = None,
+        program_id: str | None = None,
+        instance: str | None = None,
+        job_tags: list[str] | None = None,
+        session_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        descending: bool = True,
+    ) -> list[RuntimeJob]:
+        if instance and self._account.channel != "ibm_quantum":
+            raise IBMInputValueError(
+                "The 'instance' keyword is only supported for ``ibm_quantum`` runtime."
+            )
+        found: list[RuntimeJob] = []
+        token = ""
+        while limit is None or len(found) < limit:
+            request = jobs_pb2.ListJobsRequest(
+                page_size=min(1000, (limit - len(found)) if limit is not None else 1000),
+                page_token=token,
+                skip=skip,
+                backend=backend_name or "",
+                program_id=program_id or "",
+                instance=instance or "",
+                tags=job_tags or [],
+                session_id=session_id or "",
+                created_after=_timestamp(created_after),
+                created_before=_timestamp(created_before),
+                order_by="create_time desc" if descending else "create_time asc",
+            )
+            if pending is not None:
+                request.pending = pending
+            reply = self._gateway.call(self._gateway.jobs.ListJobs, request, IBMInputValueError)
+            found += [RuntimeJob(self, j) for j in reply.jobs]
+            token = reply.next_page_token
+            if not token or not reply.jobs:
+                break
+        return found
+
+    def delete_job(self, job_id: str) -> None:
+        self._gateway.call(
+            self._gateway.jobs.DeleteJob,
+            jobs_pb2.DeleteJobRequest(job_id=job_id),
+            RuntimeJobNotFound,
+        )
+
+    # --- saved accounts (local file, the SDK's format) --------------------------------------
+    @staticmethod
+    def save_account(
+        token: str | None = None,
+        url: str | None = None,
+        instance: str | None = None,
+        channel: str | None = None,
+        filename: str | None = None,
+        name: str | None = None,
+        proxies: dict[str, Any] | None = None,
+        verify: bool | None = None,
+        overwrite: bool | None = False,
+        channel_strategy: str | None = None,
+        set_as_default: bool | None = None,
+    ) -> None:
+        channel = channel or os.environ.get("QISKIT_IBM_CHANNEL") or accounts.DEFAULT_CHANNEL
+        account = accounts.Account(
+            channel=channel,
+            token=token,
+            url=url,
+            instance=instance,
+            proxies=proxies,
+            verify=verify,
+            channel_strategy=channel_strategy,
+        )
+        accounts.save(account, filename, name, bool(overwrite), set_as_default)
+
+    @staticmethod
+    def saved_accounts(
+        default: bool | None = None,
+        channel: str | None = None,
+        filename: str | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        return accounts.listing(default, channel, filename, name)
+
+    @staticmethod
+    def delete_account(
+        filename: str | None = None, name: str | None = None, channel: str | None = None
+    ) -> bool:
+        return accounts.delete(filename, name, channel)
+
+
+__all__: Sequence[str] = ("IBMBackend", "QiskitRuntimeService", "RuntimeJob")
