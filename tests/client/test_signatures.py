@@ -77,3 +77,19 @@ def test_no_public_callable_is_missing() -> None:
         if not n.startswith("_") and callable(getattr(QiskitRuntimeService, n))
     }
     assert set(SEED_METHODS) - {"__init__"} <= ours
+
+
+def test_job_state_numbers_match_the_generated_enum() -> None:
+    from runtime_gateway import service
+    from runtime_gateway.v1 import jobs_pb2
+
+    names = {
+        "QUEUED": "QUEUED",
+        "RUNNING": "RUNNING",
+        "COMPLETED": "DONE",
+        "FAILED": "ERROR",
+        "CANCELLED": "CANCELLED",
+    }
+    assert service._STATUS == {
+        jobs_pb2.JobState.Value(f"JOB_STATE_{k}"): v for k, v in names.items()
+    }

@@ -20,10 +20,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
-
-import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from runtime_gateway import accounts
 from runtime_gateway.exceptions import (
@@ -37,28 +35,53 @@ from runtime_gateway.exceptions import (
     RuntimeJobTimeoutError,
     from_rpc_error,
 )
-from runtime_gateway.v1 import (
-    accounts_pb2,
-    accounts_pb2_grpc,
-    backends_pb2,
-    backends_pb2_grpc,
-    jobs_pb2,
-    jobs_pb2_grpc,
-)
+
+if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from runtime_gateway.v1 import backends_pb2, jobs_pb2
 
 ADDRESS_ENV = "RUNTIME_GATEWAY_ADDRESS"
 DEFAULT_ADDRESS = "localhost:50051"
 CALL_TIMEOUT = 120.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _FINAL = {"DONE", "ERROR", "CANCELLED"}
-_STATUS = {
-    jobs_pb2.JOB_STATE_QUEUED: "QUEUED",
-    jobs_pb2.JOB_STATE_RUNNING: "RUNNING",
-    jobs_pb2.JOB_STATE_COMPLETED: "DONE",
-    jobs_pb2.JOB_STATE_FAILED: "ERROR",
-    jobs_pb2.JOB_STATE_CANCELLED: "CANCELLED",
-}
+# runtime_gateway.v1.JobState numbers (checked by a test against the generated enum)
+_STATUS = {1: "QUEUED", 2: "RUNNING", 3: "DONE", 4: "ERROR", 5: "CANCELLED"}
 _RAN_TOO_LONG = 1305
+
+
+_API: SimpleNamespace | None = None
+
+
+def _api() -> Any:
+    """grpcio, protobuf's Timestamp and the generated stubs, imported on first use: importing
+    this module stays cheap (grpcio alone takes about 0.12 s to import)."""
+    global _API
+    if _API is None:
+        import grpc
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        from runtime_gateway.v1 import (
+            accounts_pb2,
+            accounts_pb2_grpc,
+            backends_pb2,
+            backends_pb2_grpc,
+            jobs_pb2,
+            jobs_pb2_grpc,
+        )
+
+        _API = SimpleNamespace(
+            grpc=grpc,
+            Timestamp=Timestamp,
+            accounts_pb2=accounts_pb2,
+            accounts_pb2_grpc=accounts_pb2_grpc,
+            backends_pb2=backends_pb2,
+            backends_pb2_grpc=backends_pb2_grpc,
+            jobs_pb2=jobs_pb2,
+            jobs_pb2_grpc=jobs_pb2_grpc,
+        )
+    return _API
 
 
 class _AttrDict(dict):  # type: ignore[type-arg]
@@ -140,7 +163,7 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
         return None
     if value.tzinfo is None:
         value = value.astimezone()  # the SDK's created_after/before are local time
-    stamp = Timestamp()
+    stamp = _api().Timestamp()
     stamp.FromDatetime(value.astimezone(UTC))
     return stamp
 
@@ -151,18 +174,20 @@ class _Gateway:
     def __init__(self, account: accounts.Account) -> None:
         address = os.environ.get(ADDRESS_ENV, DEFAULT_ADDRESS)
         options = [
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("_api().grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("_api().grpc.max_send_message_length", 64 * 1024 * 1024),
         ]
         if os.environ.get("RUNTIME_GATEWAY_TLS", "0").lower() in ("1", "true", "yes"):
             ca_path = os.environ.get("RUNTIME_GATEWAY_TLS_CA")
             ca = open(ca_path, "rb").read() if ca_path else None
-            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca), options)
+            self.channel = _api().grpc.secure_channel(
+                address, _api().grpc.ssl_channel_credentials(ca), options
+            )
         else:
-            self.channel = grpc.insecure_channel(address, options)
-        self.backends = backends_pb2_grpc.BackendServiceStub(self.channel)
-        self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
-        self.accounts = accounts_pb2_grpc.AccountServiceStub(self.channel)
+            self.channel = _api().grpc.insecure_channel(address, options)
+        self.backends = _api().backends_pb2_grpc.BackendServiceStub(self.channel)
+        self.jobs = _api().jobs_pb2_grpc.JobServiceStub(self.channel)
+        self.accounts = _api().accounts_pb2_grpc.AccountServiceStub(self.channel)
         md: list[tuple[str, str]] = [("x-runtime-channel", account.channel)]
         if account.channel != "local":
             md += [
@@ -178,7 +203,7 @@ class _Gateway:
     def call(self, method: Any, request: Any, errors: type[Exception] = IBMRuntimeError) -> Any:
         try:
             return method(request, metadata=self.metadata, timeout=CALL_TIMEOUT)
-        except grpc.RpcError as error:
+        except _api().grpc.RpcError as error:
             raise from_rpc_error(error, errors) from None  # type: ignore[arg-type]
 
 
@@ -221,8 +246,8 @@ class IBMBackend:
 
     def configuration(self) -> _AttrDict:
         if self._configuration is None:
-            request = backends_pb2.GetBackendRequest(
-                name=self.name, view=backends_pb2.BACKEND_VIEW_FULL
+            request = _api().backends_pb2.GetBackendRequest(
+                name=self.name, view=_api().backends_pb2.BACKEND_VIEW_FULL
             )
             reply = self._service._gateway.call(
                 self._service._gateway.backends.GetBackend, request, QiskitBackendNotFoundError
@@ -233,7 +258,7 @@ class IBMBackend:
     def properties(
         self, refresh: bool = False, datetime: datetime | None = None
     ) -> _AttrDict | None:
-        request = backends_pb2.GetBackendPropertiesRequest(
+        request = _api().backends_pb2.GetBackendPropertiesRequest(
             name=self.name, updated_before=_timestamp(datetime)
         )
         reply = self._service._gateway.call(
@@ -246,7 +271,7 @@ class IBMBackend:
         return _AttrDict(json.loads(reply.properties.raw_json))
 
     def status(self) -> BackendStatus:
-        request = backends_pb2.GetBackendStatusRequest(name=self.name)
+        request = _api().backends_pb2.GetBackendStatusRequest(name=self.name)
         reply = self._service._gateway.call(
             self._service._gateway.backends.GetBackendStatus, request, QiskitBackendNotFoundError
         )
@@ -314,7 +339,7 @@ class RuntimeJob:
         """QUEUED, RUNNING, DONE, ERROR or CANCELLED (a job that ran too long is ERROR)."""
         reply = self._service._gateway.call(
             self._service._gateway.jobs.GetJob,
-            jobs_pb2.GetJobRequest(job_id=self._job_id),
+            _api().jobs_pb2.GetJobRequest(job_id=self._job_id),
             RuntimeJobNotFound,
         )
         self._update(reply.job)
@@ -328,7 +353,9 @@ class RuntimeJob:
 
     @property
     def inputs(self) -> dict[str, Any]:
-        request = jobs_pb2.GetJobRequest(job_id=self._job_id, view=jobs_pb2.JOB_VIEW_FULL)
+        request = _api().jobs_pb2.GetJobRequest(
+            job_id=self._job_id, view=_api().jobs_pb2.JOB_VIEW_FULL
+        )
         reply = self._service._gateway.call(
             self._service._gateway.jobs.GetJob, request, RuntimeJobNotFound
         )
@@ -347,7 +374,7 @@ class RuntimeJob:
                 raise RuntimeJobTimeoutError(
                     f"Timed out waiting for job {self._job_id} to complete."
                 )
-            request = jobs_pb2.WatchJobRequest(
+            request = _api().jobs_pb2.WatchJobRequest(
                 job_id=self._job_id, include_result=not self.private, resume_after_revision=resume
             )
             stream = self._service._gateway.jobs.WatchJob(
@@ -363,12 +390,12 @@ class RuntimeJob:
                             if update.state.result_json:
                                 self._result_json = update.state.result_json
                             return
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            except _api().grpc.RpcError as error:
+                if error.code() == _api().grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise RuntimeJobTimeoutError(
                         f"Timed out waiting for job {self._job_id} to complete."
                     ) from None
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                if error.code() != _api().grpc.StatusCode.UNAVAILABLE:
                     raise from_rpc_error(error, RuntimeJobNotFound) from None
                 time.sleep(0.5)  # the gateway went away: reconnect and resume
                 continue
@@ -396,7 +423,7 @@ class RuntimeJob:
         if self._result_json is None:
             reply = self._service._gateway.call(
                 self._service._gateway.jobs.GetJobResult,
-                jobs_pb2.GetJobResultRequest(job_id=self._job_id),
+                _api().jobs_pb2.GetJobResultRequest(job_id=self._job_id),
             )
             self._result_json = reply.result_json
         return decode_result(self._result_json, decoder or self._final_decoder)
@@ -404,12 +431,12 @@ class RuntimeJob:
     def cancel(self) -> None:
         try:
             reply = self._service._gateway.jobs.CancelJob(
-                jobs_pb2.CancelJobRequest(job_id=self._job_id),
+                _api().jobs_pb2.CancelJobRequest(job_id=self._job_id),
                 metadata=self._service._gateway.metadata,
                 timeout=CALL_TIMEOUT,
             )
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+        except _api().grpc.RpcError as error:
+            if error.code() == _api().grpc.StatusCode.FAILED_PRECONDITION:
                 raise RuntimeInvalidStateError(
                     f"Job cannot be cancelled: {error.details()}"
                 ) from None
@@ -419,20 +446,21 @@ class RuntimeJob:
 
     def logs(self) -> str:
         reply = self._service._gateway.call(
-            self._service._gateway.jobs.GetJobLogs, jobs_pb2.GetJobLogsRequest(job_id=self._job_id)
+            self._service._gateway.jobs.GetJobLogs,
+            _api().jobs_pb2.GetJobLogsRequest(job_id=self._job_id),
         )
         return str(reply.logs)
 
     def metrics(self) -> dict[str, Any]:
         reply = self._service._gateway.call(
             self._service._gateway.jobs.GetJobMetrics,
-            jobs_pb2.GetJobMetricsRequest(job_id=self._job_id),
+            _api().jobs_pb2.GetJobMetricsRequest(job_id=self._job_id),
         )
         metrics: dict[str, Any] = json.loads(reply.metrics_json)
         return metrics
 
     def update_tags(self, new_tags: list[str]) -> list[str]:
-        request = jobs_pb2.UpdateJobTagsRequest(job_id=self._job_id, tags=new_tags)
+        request = _api().jobs_pb2.UpdateJobTagsRequest(job_id=self._job_id, tags=new_tags)
         reply = self._service._gateway.call(self._service._gateway.jobs.UpdateJobTags, request)
         self._update(reply.job)
         return self.tags
@@ -454,7 +482,7 @@ class RuntimeJob:
         self._stream_stop.clear()
 
         def relay() -> None:
-            request = jobs_pb2.WatchJobRequest(
+            request = _api().jobs_pb2.WatchJobRequest(
                 job_id=self._job_id, include_result=not self.private, include_interim=True
             )
             stream = self._service._gateway.jobs.WatchJob(
@@ -482,7 +510,7 @@ class RuntimeJob:
                                 self._job_id, decode_result(self._result_json, self._final_decoder)
                             )
                         return
-            except grpc.RpcError:
+            except _api().grpc.RpcError:
                 return  # cancelled, or the stream ended: the caller can still ask result()
 
         self._stream_thread = threading.Thread(
@@ -529,7 +557,7 @@ class QiskitRuntimeService:
         self._gateway = _Gateway(self._account)
         if self._account.channel != "local":  # the SDK contacts IBM when constructed
             self._gateway.call(
-                self._gateway.accounts.VerifyAccount, accounts_pb2.VerifyAccountRequest()
+                self._gateway.accounts.VerifyAccount, _api().accounts_pb2.VerifyAccountRequest()
             )
 
     @staticmethod
@@ -610,7 +638,7 @@ class QiskitRuntimeService:
         if self._account.channel == "ibm_cloud":
             return []  # as 0.21
         reply = self._gateway.call(
-            self._gateway.accounts.ListInstances, accounts_pb2.ListInstancesRequest()
+            self._gateway.accounts.ListInstances, _api().accounts_pb2.ListInstancesRequest()
         )
         if self._account.channel == "ibm_quantum":
             return [i.id for i in reply.instances]
@@ -639,7 +667,7 @@ class QiskitRuntimeService:
             raise IBMInputValueError(
                 "The 'instance' keyword is only supported for ``ibm_quantum`` runtime."
             )
-        where = backends_pb2.BackendFilter(
+        where = _api().backends_pb2.BackendFilter(
             name=name or "", min_num_qubits=min_num_qubits or 0, instance=instance or ""
         )
         if dynamic_circuits is not None:
@@ -649,7 +677,7 @@ class QiskitRuntimeService:
                 setattr(where, key, value)
             else:
                 where.attributes[key] = json.dumps(value)
-        request = backends_pb2.ListBackendsRequest(filter=where)
+        request = _api().backends_pb2.ListBackendsRequest(filter=where)
         reply = self._gateway.call(self._gateway.backends.ListBackends, request, IBMInputValueError)
         found = [IBMBackend(self, b) for b in reply.backends]
         if name and not found:
@@ -723,7 +751,7 @@ class QiskitRuntimeService:
             )
         if opts.get("instance") and self._account.channel != "ibm_quantum":
             raise IBMInputValueError('"instance" is only supported for "ibm_quantum" channel.')
-        request = jobs_pb2.RunJobRequest(
+        request = _api().jobs_pb2.RunJobRequest(
             program_id=program_id,
             inputs_json=encode_inputs(inputs),
             backend=opts.get("backend") or "",
@@ -747,8 +775,8 @@ class QiskitRuntimeService:
                     request, metadata=self._gateway.metadata, timeout=CALL_TIMEOUT
                 )
                 break
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.UNAVAILABLE and attempt < 2:
+            except _api().grpc.RpcError as error:
+                if error.code() == _api().grpc.StatusCode.UNAVAILABLE and attempt < 2:
                     time.sleep(0.5 * (attempt + 1))
                     continue
                 raise from_rpc_error(error, IBMRuntimeError) from None
@@ -760,7 +788,9 @@ class QiskitRuntimeService:
 
     def job(self, job_id: str) -> RuntimeJob:
         reply = self._gateway.call(
-            self._gateway.jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id), RuntimeJobNotFound
+            self._gateway.jobs.GetJob,
+            _api().jobs_pb2.GetJobRequest(job_id=job_id),
+            RuntimeJobNotFound,
         )
         return RuntimeJob(self, reply.job)
 
@@ -785,7 +815,7 @@ class QiskitRuntimeService:
         found: list[RuntimeJob] = []
         token = ""
         while limit is None or len(found) < limit:
-            request = jobs_pb2.ListJobsRequest(
+            request = _api().jobs_pb2.ListJobsRequest(
                 page_size=min(1000, (limit - len(found)) if limit is not None else 1000),
                 page_token=token,
                 skip=skip,
@@ -810,7 +840,7 @@ class QiskitRuntimeService:
     def delete_job(self, job_id: str) -> None:
         self._gateway.call(
             self._gateway.jobs.DeleteJob,
-            jobs_pb2.DeleteJobRequest(job_id=job_id),
+            _api().jobs_pb2.DeleteJobRequest(job_id=job_id),
             RuntimeJobNotFound,
         )
 

@@ -1,0 +1,140 @@
+"""This project's QiskitRuntimeService (through the gateway) against the real SDK (straight
+to the same local runtime), side by side in one run.
+
+Processes on loopback: a local runtime playing IBM, the gateway, and this client, which
+drives both libraries. Import times are measured in fresh interpreters.
+
+    .venv/bin/python bench/client_vs_sdk.py [--repeat 30] [--imports 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+TOKEN = "bench-client-token-0123456789"
+DOMAIN = "cloud.example.test"
+QASM = (
+    'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
+    "h q[0]; cx q[0], q[1]; c = measure q;"
+)
+
+
+def _start(
+    args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], dict]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime_gateway_server", *args, "--log-level", "WARNING"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _import_seconds(statement: str, times: int) -> float:
+    code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+    samples = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(times)
+    ]
+    return statistics.median(samples)
+
+
+def _median_ms(call: Callable[[], Any], repeat: int) -> float:
+    call()  # warm
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=30, help="timed calls per case")
+    parser.add_argument("--imports", type=int, default=5, help="fresh interpreters per import case")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    results: dict[str, dict[str, float]] = {}
+    ours_import = _import_seconds("from runtime_gateway import QiskitRuntimeService", args.imports)
+    sdk_import = _import_seconds(
+        "from qiskit_ibm_runtime import QiskitRuntimeService", args.imports
+    )
+    results["import QiskitRuntimeService (s)"] = {"wrapper": ours_import, "sdk": sdk_import}
+
+    runtime, info = _start(["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN])
+    proxy = f"http://127.0.0.1:{info['url'].rsplit(':', 1)[1]}"
+    env = {"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost",
+           "no_proxy": "127.0.0.1,localhost", "IAM_URL": f"http://iam.{DOMAIN}"}  # fmt: skip
+    gateway, ready = _start(["serve", "--listen", "127.0.0.1:0", "--no-local-runtime"], env)
+    try:
+        os.environ.update(env)
+        os.environ["RUNTIME_GATEWAY_ADDRESS"] = ready["address"]
+        import qiskit_ibm_runtime
+
+        from runtime_gateway import QiskitRuntimeService
+
+        account = {"channel": "ibm_quantum_platform", "token": TOKEN, "url": f"http://{DOMAIN}",
+                   "instance": info["instances"]["crns"][0]}  # fmt: skip
+        ours = QiskitRuntimeService(**account)
+        sdk = qiskit_ibm_runtime.QiskitRuntimeService(**account)
+        inputs = {"pubs": [[QASM, None, 10]], "version": 2}
+        jobs = [
+            ours.run("sampler", inputs, options={"backend": "ibmq_qasm_simulator"})
+            for _ in range(100)
+        ]
+        jobs[-1].wait_for_final_state(120)
+        job_id = jobs[0].job_id()
+        cases = {
+            "backends(), warm (ms)": (lambda: ours.backends(), lambda: sdk.backends()),
+            "jobs(limit=100) (ms)": (lambda: ours.jobs(limit=100), lambda: sdk.jobs(limit=100)),
+            "job(id).status() (ms)": (
+                lambda: ours.job(job_id).status(),
+                lambda: sdk.job(job_id).status(),
+            ),
+        }
+        for name, (wrapper, direct) in cases.items():
+            results[name] = {
+                "wrapper": _median_ms(wrapper, args.repeat),
+                "sdk": _median_ms(direct, args.repeat),
+            }
+        ours.close()
+    finally:
+        for proc in (gateway, runtime):
+            proc.terminate()
+            proc.wait(15)
+
+    for figures in results.values():
+        figures["speed-up"] = figures["sdk"] / figures["wrapper"]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(
+        f"medians; imports in {args.imports} fresh interpreters, calls over {args.repeat} repeats\n"
+    )
+    print(f"{'case':36} {'wrapper':>10} {'SDK':>10} {'SDK/wrapper':>12}")
+    for name, f in results.items():
+        print(f"{name:36} {f['wrapper']:10.3f} {f['sdk']:10.3f} {f['speed-up']:11.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
