@@ -19,26 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from common import start
+
 TOKEN = "bench-client-token-0123456789"
 DOMAIN = "cloud.example.test"
 QASM = (
     'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
     "h q[0]; cx q[0], q[1]; c = measure q;"
 )
-
-
-def _start(
-    args: list[str], env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], dict]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime_gateway_server", *args, "--log-level", "WARNING"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
 
 
 def _import_seconds(statement: str, times: int) -> float:
@@ -80,11 +68,11 @@ def main() -> int:
     )
     results["import QiskitRuntimeService (s)"] = {"wrapper": ours_import, "sdk": sdk_import}
 
-    runtime, info = _start(["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN])
+    runtime, info = start(["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN])
     proxy = f"http://127.0.0.1:{info['url'].rsplit(':', 1)[1]}"
     env = {"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost",
            "no_proxy": "127.0.0.1,localhost", "IAM_URL": f"http://iam.{DOMAIN}"}  # fmt: skip
-    gateway, ready = _start(["serve", "--listen", "127.0.0.1:0", "--no-local-runtime"], env)
+    gateway, ready = start(["serve", "--listen", "127.0.0.1:0", "--no-local-runtime"], env)
     try:
         os.environ.update(env)
         os.environ["RUNTIME_GATEWAY_ADDRESS"] = ready["address"]

@@ -13,16 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import requests
+from common import figures, start
 
 from runtime_gateway.v1 import backends_pb2, backends_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
@@ -34,29 +31,6 @@ QASM = (
 )
 
 
-def _start(
-    args: list[str], env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], dict]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime_gateway_server", *args, "--log-level", "WARNING"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
-
-
-def _figures(samples: list[float], elapsed: float) -> dict[str, float]:
-    samples = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(samples), 3),
-        "p99_ms": round(samples[max(0, int(len(samples) * 0.99) - 1)], 3),
-        "req_per_s": round(len(samples) / elapsed, 1),
-    }
-
-
 def _sequential(call: Callable[[], Any], count: int) -> dict[str, float]:
     for _ in range(min(50, count)):  # warm up: connections, tokens, caches
         call()
@@ -66,7 +40,7 @@ def _sequential(call: Callable[[], Any], count: int) -> dict[str, float]:
         t0 = time.perf_counter()
         call()
         samples.append((time.perf_counter() - t0) * 1000)
-    return _figures(samples, time.perf_counter() - started)
+    return figures(samples, time.perf_counter() - started)
 
 
 Rpc = Callable[[backends_pb2_grpc.BackendServiceStub], Awaitable[Any]]
@@ -91,7 +65,7 @@ async def _concurrent(address: str, rpc: Rpc, total: int, concurrency: int) -> d
 
         started = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
-        return _figures(samples, time.perf_counter() - started)
+        return figures(samples, time.perf_counter() - started)
 
 
 def main() -> int:
@@ -103,7 +77,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
 
-    runtime, info = _start(["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN])
+    runtime, info = start(["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN])
     proxy = f"http://127.0.0.1:{info['url'].rsplit(':', 1)[1]}"
     env = {
         "HTTP_PROXY": proxy,
@@ -112,8 +86,8 @@ def main() -> int:
         "IAM_URL": f"http://iam.{DOMAIN}",
     }
     serve = ["serve", "--listen", "127.0.0.1:0", "--no-local-runtime"]
-    gateway, ready = _start(serve, env)
-    uncached, ready_uncached = _start([*serve, "--backend-cache-seconds", "0"], env)
+    gateway, ready = start(serve, env)
+    uncached, ready_uncached = start([*serve, "--backend-cache-seconds", "0"], env)
     results: dict[str, dict[str, float]] = {}
     try:
         crn = info["instances"]["crns"][0]

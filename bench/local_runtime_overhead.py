@@ -19,19 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from common import start
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
-
-
-def _start_local_runtime() -> tuple[subprocess.Popen[str], dict]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime_gateway_server", "local-runtime", "--listen", "127.0.0.1:0",
-         "--token", TOKEN, "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
 
 
 def _start_floor() -> tuple[subprocess.Popen[str], int]:
@@ -68,7 +59,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
 
-    runtime, info = _start_local_runtime()
+    runtime, info = start(["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN])
     floor, floor_port = _start_floor()
     try:
         base = info["url"]

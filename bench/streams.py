@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import requests
+from common import start
 
 TOKEN = "bench-streams-token-0123456789"
 DOMAIN = "cloud.example.test"
@@ -75,8 +76,8 @@ async def hold_streams(
     # Open in batches, each waiting for its first updates: grpc.aio (1.85) loses some of
     # the streams when thousands arrive in one burst, on a bare health server too.
     tasks: list[asyncio.Task[None]] = []
-    for start in range(0, count, 500):
-        batch = range(start, min(count, start + 500))
+    for first_of_batch in range(0, count, 500):
+        batch = range(first_of_batch, min(count, first_of_batch + 500))
         tasks += [asyncio.create_task(stream(i)) for i in batch]
         for _ in batch:
             await asyncio.wait_for(first.get(), 60)
@@ -88,20 +89,6 @@ async def hold_streams(
 
 
 # --- the driver -------------------------------------------------------------------------
-def _start(
-    args: list[str], env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], dict]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime_gateway_server", *args, "--log-level", "WARNING"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
-
-
 def _rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -137,7 +124,7 @@ def main() -> int:
         asyncio.run(hold_streams(address, crn, jobs.split(","), int(count), args.channels))
         return 0
 
-    runtime, info = _start(
+    runtime, info = start(
         ["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN, "--workers", "2"]
     )
     base = info["url"]
@@ -150,7 +137,7 @@ def main() -> int:
         "NO_PROXY": "localhost",
         "IAM_URL": f"http://iam.{DOMAIN}",
     }
-    gateway, ready = _start(
+    gateway, ready = start(
         [
             "serve",
             "--listen",
