@@ -188,3 +188,25 @@ def test_local_channel_needs_no_token(gateway_process, monkeypatch: pytest.Monke
     with QiskitRuntimeService(channel="local") as svc:
         assert svc.channel == "local"
         assert "ibmq_qasm_simulator" in {b.name for b in svc.backends()}
+
+
+def test_waiting_survives_a_silent_stream(
+    service: QiskitRuntimeService, gateway: GatewayClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime_gateway import RuntimeJobTimeoutError
+    from runtime_gateway import service as service_module
+
+    monkeypatch.setattr(service_module, "STREAM_WINDOW", 0.5)  # windows shorter than the heartbeat
+    gateway.upstream.admin("POST", "/queue/pause")
+    try:
+        job = service.run(
+            "sampler",
+            {"pubs": [(_bell(), None, 10)], "version": 2},
+            options={"backend": "ibmq_qasm_simulator"},
+        )
+        with pytest.raises(RuntimeJobTimeoutError):
+            job.wait_for_final_state(timeout=2)  # several silent windows, then the caller's timeout
+    finally:
+        gateway.upstream.admin("POST", "/queue/resume")
+    job.wait_for_final_state(timeout=60)  # reconnects window after window until the end
+    assert job.status() == "DONE"

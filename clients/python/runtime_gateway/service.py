@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 ADDRESS_ENV = "RUNTIME_GATEWAY_ADDRESS"
 DEFAULT_ADDRESS = "localhost:50051"
 CALL_TIMEOUT = 120.0
+STREAM_WINDOW = 60.0  # longest silence on a job stream before reconnecting
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _FINAL = {"DONE", "ERROR", "CANCELLED"}
 # runtime_gateway.v1.JobState numbers (checked by a test against the generated enum)
@@ -368,17 +369,20 @@ class RuntimeJob:
         RuntimeJobTimeoutError after `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         resume = 0
-        while True:  # reconnect with the last revision if the stream breaks
+        while True:  # reconnect with the last revision when a stream breaks or goes silent
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise RuntimeJobTimeoutError(
                     f"Timed out waiting for job {self._job_id} to complete."
                 )
+            # Bounded windows: the gateway sends a heartbeat at least every 15 s, so a silent
+            # window means a lost stream (grpc.aio can drop streams opened in a large burst).
+            window = STREAM_WINDOW if remaining is None else min(remaining, STREAM_WINDOW)
             request = _api().jobs_pb2.WatchJobRequest(
                 job_id=self._job_id, include_result=not self.private, resume_after_revision=resume
             )
             stream = self._service._gateway.jobs.WatchJob(
-                request, metadata=self._service._gateway.metadata, timeout=remaining
+                request, metadata=self._service._gateway.metadata, timeout=window
             )
             try:
                 for message in stream:
@@ -391,14 +395,15 @@ class RuntimeJob:
                                 self._result_json = update.state.result_json
                             return
             except _api().grpc.RpcError as error:
-                if error.code() == _api().grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise RuntimeJobTimeoutError(
-                        f"Timed out waiting for job {self._job_id} to complete."
-                    ) from None
-                if error.code() != _api().grpc.StatusCode.UNAVAILABLE:
-                    raise from_rpc_error(error, RuntimeJobNotFound) from None
-                time.sleep(0.5)  # the gateway went away: reconnect and resume
-                continue
+                code = error.code()
+                if code in (
+                    _api().grpc.StatusCode.DEADLINE_EXCEEDED,
+                    _api().grpc.StatusCode.UNAVAILABLE,
+                ):
+                    if code == _api().grpc.StatusCode.UNAVAILABLE:
+                        time.sleep(0.5)  # the gateway went away: give it a moment
+                    continue  # the loop raises RuntimeJobTimeoutError once the caller's time is up
+                raise from_rpc_error(error, RuntimeJobNotFound) from None
             if self._state() in _FINAL:
                 return
 
