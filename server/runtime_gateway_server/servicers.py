@@ -151,7 +151,8 @@ class Gateway:
         method: str,
         sub: Subscriber,
         subscribe: Callable[[AccountClient, Subscriber], Awaitable[None]],
-    ) -> AsyncIterator[jobs_pb2.JobUpdate]:
+        wrap: Callable[..., Any],
+    ) -> AsyncIterator[Any]:
         """A job-update stream: subscribe, relay updates (heartbeats when idle), and always
         unsubscribe, whether the job ended, the client left or the gateway shuts down."""
         started = time.perf_counter()
@@ -164,7 +165,11 @@ class Gateway:
             client = await loop.run_in_executor(self.executor, self.client, creds)
             await subscribe(client, sub)
             async for update in sub.updates(self.watch.settings.heartbeat_seconds):
-                yield convert.job_update(update)
+                key = (wrap, bool(update.result_json))
+                message = update.responses.get(key)
+                if message is None:  # built once per update, not once per subscriber
+                    message = update.responses[key] = wrap(update=convert.job_update(update))
+                yield message
                 sent += 1
             if sub.closed is not None:
                 raise sub.closed
@@ -418,8 +423,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             await self.g.watch.subscribe(client, request.job_id, sub, request.resume_after_revision)
 
         sub = Subscriber(request.include_result, request.include_interim, single_job=True)
-        async for update in self.g.stream(context, "WatchJob", sub, subscribe):
-            yield jobs_pb2.WatchJobResponse(update=update)
+        async for response in self.g.stream(
+            context, "WatchJob", sub, subscribe, jobs_pb2.WatchJobResponse
+        ):
+            yield response
 
     async def WatchJobs(self, request, context):
         async def subscribe(client: AccountClient, sub: Subscriber) -> None:
@@ -448,8 +455,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 self.g.watch.spawn(self.g.watch.discover(client, sub, candidates, resume))
 
         sub = Subscriber(request.include_result, False, single_job=False)
-        async for update in self.g.stream(context, "WatchJobs", sub, subscribe):
-            yield jobs_pb2.WatchJobsResponse(update=update)
+        async for response in self.g.stream(
+            context, "WatchJobs", sub, subscribe, jobs_pb2.WatchJobsResponse
+        ):
+            yield response
 
 
 class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):

@@ -57,6 +57,25 @@ class Update:
     result_json: str = ""
     text: str = ""
     reason: str = ""
+    # Response messages built from this update, shared by every subscriber (and by the
+    # copies made without the result: the key says whether the result is in it).
+    responses: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+_HEARTBEATS: dict[tuple[str, int, int], Update] = {}
+
+
+def heartbeat_update(job_id: str, revision: int) -> Update:
+    """A heartbeat repeating the latest revision; one object per job, revision and second,
+    so idle streams share one message instead of building one each."""
+    now = int(time.time())
+    key = (job_id, revision, now)
+    found = _HEARTBEATS.get(key)
+    if found is None:
+        if len(_HEARTBEATS) > 100_000 or any(k[2] != now for k in list(_HEARTBEATS)[:1]):
+            _HEARTBEATS.clear()  # keep only the current second
+        found = _HEARTBEATS[key] = Update(job_id, revision, "heartbeat", observed=float(now))
+    return found
 
 
 class RateLimiter:
@@ -130,7 +149,11 @@ class Subscriber:
                 try:
                     await asyncio.wait_for(self._wake.wait(), heartbeat)
                 except TimeoutError:
-                    yield Update(job_id="", revision=0, kind="heartbeat")
+                    if self.single_job and self.sent:  # "nothing changed up to revision N"
+                        job_id, revision = next(iter(self.sent.items()))
+                        yield heartbeat_update(job_id, revision)
+                    else:
+                        yield heartbeat_update("", 0)
                     continue
                 continue
             update = self._pending.pop(0)
@@ -190,7 +213,7 @@ class JobWatch:
         elif self.current.revision > resume_after or not resume_after:
             sub.offer(self.current)  # the current state (it missed more than is kept)
         else:
-            sub.offer(Update(self.job_id, self.revision, "heartbeat"))
+            sub.offer(heartbeat_update(self.job_id, self.revision))
         if self.current.terminal and sub.single_job:
             sub.finished = True
 

@@ -122,9 +122,11 @@ def test_heartbeats_on_an_idle_stream(streamer: GatewayClient, paused) -> None:
     stream = streamer.jobs.WatchJob(
         S.WatchJobRequest(job_id=job_id), metadata=streamer.cloud(), timeout=30
     )
-    kinds = [next(stream).update.WhichOneof("kind") for _ in range(2)]
+    first, second = next(stream).update, next(stream).update
     stream.cancel()
-    assert kinds == ["state", "heartbeat"]
+    assert [first.WhichOneof("kind"), second.WhichOneof("kind")] == ["state", "heartbeat"]
+    # A heartbeat says "nothing changed up to this revision" for this job.
+    assert (second.job_id, second.revision) == (job_id, first.revision)
 
 
 def test_many_subscribers_share_one_watcher_per_job(streamer: GatewayClient, paused) -> None:
