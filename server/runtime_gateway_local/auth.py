@@ -12,6 +12,7 @@ once (fault injection: clients must re-authenticate).
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -48,8 +49,11 @@ class Authenticator:
         return None
 
     def issue_jwt(self, principal: Principal) -> tuple[str, int, int]:
-        now = int(time.time())
-        exp = now + self.token_ttl_seconds
+        issued = time.time()
+        now = int(issued)
+        # JWT times are whole seconds: round the expiry up, so that a token lives at least
+        # token_ttl_seconds (rounding down could issue one that is already expired).
+        exp = math.ceil(issued + self.token_ttl_seconds)
         claims = {
             "iam_id": principal.user_id,
             "sub": principal.user_id,

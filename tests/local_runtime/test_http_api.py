@@ -476,3 +476,12 @@ def test_injected_5xx_429_drops_and_latency(make_runtime) -> None:
     log = c.admin("GET", "/requests").json()["requests"]
     assert any(e["status"] == 0 for e in log)  # the dropped one
     assert all("Bearer ***" == e["headers"].get("authorization", "Bearer ***") for e in log)
+
+
+def test_tokens_live_at_least_their_ttl(make_runtime) -> None:
+    runtime: LocalRuntime = make_runtime(token_ttl_seconds=1)
+    principal = runtime.authenticator.principal_for_api_key(TOKEN)
+    for _ in range(20):  # issued at all points of a second, none is born expired
+        token, _, expires = runtime.authenticator.issue_jwt(principal)
+        assert expires >= time.time() + 1 - 0.001
+        time.sleep(0.05)
