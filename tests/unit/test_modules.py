@@ -47,13 +47,13 @@ def test_page_tokens_round_trip_and_resist_tampering() -> None:
 
 # --- idempotency ------------------------------------------------------------------------
 def test_request_ids_replay_and_expire() -> None:
-    store = InMemoryRequestIdStore(ttl_seconds=0.2)
+    store = InMemoryRequestIdStore(ttl_seconds=1.0)
     assert store.claim("k", "fp", 1).owner
     store.complete("k", "job-1")
     assert store.claim("k", "fp", 1).job_id == "job-1"
     with pytest.raises(GatewayError):
         store.claim("k", "other-fingerprint", 1)
-    time.sleep(0.3)
+    time.sleep(1.1)
     assert store.claim("k", "fp", 1).owner  # expired: a new submission
 
 
@@ -89,7 +89,7 @@ def test_a_failed_submission_releases_its_id() -> None:
 
 # --- cache ------------------------------------------------------------------------------
 def test_cache_single_flight_and_ttl() -> None:
-    cache: TTLCache[int] = TTLCache(ttl_seconds=0.3)
+    cache: TTLCache[int] = TTLCache(ttl_seconds=1.0)
     calls = []
 
     def load() -> int:
@@ -104,7 +104,7 @@ def test_cache_single_flight_and_ttl() -> None:
         t.join()
     assert len(calls) == 1  # eight concurrent misses, one load
     assert cache.get_or_load("k", load) == 1
-    time.sleep(0.35)
+    time.sleep(1.05)
     assert cache.get_or_load("k", load) == 2
 
 
