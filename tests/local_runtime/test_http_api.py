@@ -482,6 +482,6 @@ def test_tokens_live_at_least_their_ttl(make_runtime) -> None:
     runtime: LocalRuntime = make_runtime(token_ttl_seconds=1)
     principal = runtime.authenticator.principal_for_api_key(TOKEN)
     for _ in range(20):  # issued at all points of a second, none is born expired
-        token, _, expires = runtime.authenticator.issue_jwt(principal)
+        _, _, expires = runtime.authenticator.issue_jwt(principal)
         assert expires >= time.time() + 1 - 0.001
         time.sleep(0.05)
