@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 import requests
-from common import figures, start
+from common import figures, iam_jwt, start
 
 from runtime_gateway.v1 import backends_pb2, backends_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
@@ -113,11 +113,7 @@ def main() -> int:
 
         http = requests.Session()
         http.proxies = {"http": proxy}
-        jwt = http.post(
-            f"http://iam.{DOMAIN}/identity/token",
-            data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": TOKEN},
-            timeout=10,
-        ).json()["access_token"]
+        jwt = iam_jwt(http, f"http://iam.{DOMAIN}", TOKEN)
         headers = {
             "Authorization": f"Bearer {jwt}",
             "Service-CRN": crn,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from common import start
+from common import iam_jwt, start
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
@@ -64,11 +64,7 @@ def main() -> int:
     try:
         base = info["url"]
         http = requests.Session()
-        jwt = http.post(
-            f"{base}/identity/token",
-            data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": TOKEN},
-            timeout=10,
-        ).json()["access_token"]
+        jwt = iam_jwt(http, base, TOKEN)
         headers = {
             "Authorization": f"Bearer {jwt}",
             "Service-CRN": info["instances"]["crns"][0],

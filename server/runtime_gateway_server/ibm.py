@@ -149,14 +149,7 @@ class AccountClient:
             headers={"Accept": "application/json"},
             retry=True,  # a token exchange creates nothing: safe to retry
         )
-        if reply.status in (400, 401, 403):
-            raise GatewayError(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "UPSTREAM_UNAUTHENTICATED",
-                f"IBM Cloud IAM rejected the API key: {reply.upstream_message()}",
-            )
-        if not reply.ok:
-            raise error_from_reply(reply)
+        _raise_for_login(reply, "IBM Cloud IAM rejected the API key")
         token = str(reply.json().get("access_token", ""))
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
@@ -178,14 +171,7 @@ class AccountClient:
             json_body={"apiToken": self.account.token},
             retry=True,
         )
-        if reply.status in (400, 401, 403):
-            raise GatewayError(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "UPSTREAM_UNAUTHENTICATED",
-                f"IBM Quantum rejected the API token: {reply.upstream_message()}",
-            )
-        if not reply.ok:
-            raise error_from_reply(reply)
+        _raise_for_login(reply, "IBM Quantum rejected the API token")
         access = str(reply.json().get("id", ""))
         SECRETS.add(access)
         me = self._send("GET", f"{auth}/users/me", deadline, headers={"X-Access-Token": access})
@@ -367,6 +353,18 @@ class AccountClient:
                 retry=retry,
             )
         return reply
+
+
+def _raise_for_login(reply: Reply, rejected: str) -> None:
+    """A credential exchange's failure: 400/401/403 mean the credentials were refused."""
+    if reply.status in (400, 401, 403):
+        raise GatewayError(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "UPSTREAM_UNAUTHENTICATED",
+            f"{rejected}: {reply.upstream_message()}",
+        )
+    if not reply.ok:
+        raise error_from_reply(reply)
 
 
 def _hub_group_projects(network: Any) -> list[Instance]:
