@@ -46,6 +46,8 @@ class ServeOptions:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
     insecure: bool = False  # allow plaintext on a non-loopback address
+    # Set only for the workers of `serve --workers N`, which share the supervisor's port.
+    reuse_port: bool = False
     # Run when draining starts, before in-flight calls get their grace (streams end first).
     shutdown_hooks: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
 
@@ -58,7 +60,7 @@ def _is_loopback(listen: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
-def _credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
+def credentials_for(options: ServeOptions) -> grpc.ServerCredentials | None:
     if not options.tls_cert and not options.tls_key:
         if options.tls_client_ca:
             raise ListenError("--tls-client-ca needs --tls-cert and --tls-key")
@@ -87,8 +89,9 @@ class GatewayServer:
         self.options = options
         self.server = grpc.aio.server(
             options=[
-                # A second gateway on a busy port must fail, not silently share it.
-                ("grpc.so_reuseport", 0),
+                # A second gateway on a busy port must fail, not silently share it; workers
+                # share their supervisor's port on purpose (it checked the port was free).
+                ("grpc.so_reuseport", 1 if options.reuse_port else 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.keepalive_time_ms", 60_000),
@@ -102,7 +105,7 @@ class GatewayServer:
         for register in options.registrars:
             register(self.server)
         enable_reflection(self.server, (*API_SERVICE_NAMES, health.SERVICE_NAME))
-        credentials = _credentials(options)
+        credentials = credentials_for(options)
         try:
             if credentials is None:
                 self.port = self.server.add_insecure_port(options.listen)

@@ -15,14 +15,20 @@ from runtime_gateway_server.backends import BackendDirectory
 from runtime_gateway_server.cache import TTLCache
 from runtime_gateway_server.credentials import AccountResolver
 from runtime_gateway_server.ibm import ClientPool
-from runtime_gateway_server.idempotency import InMemoryRequestIdStore
+from runtime_gateway_server.idempotency import (
+    InMemoryRequestIdStore,
+    RequestIdStore,
+    SqliteRequestIdStore,
+)
 from runtime_gateway_server.jobs import JobOperations
+from runtime_gateway_server.paging import PageTokens
 from runtime_gateway_server.servicers import (
     AccountServicer,
     BackendServicer,
     Gateway,
     JobServicer,
 )
+from runtime_gateway_server.state import StateDir
 from runtime_gateway_server.upstream import HttpUpstream, RetryPolicy
 from runtime_gateway_server.watch import WatchHub, WatchSettings
 
@@ -37,7 +43,22 @@ class GatewaySettings:
     upstream_threads: int = 32
     upstream_timeout: float = 60.0
     request_id_ttl: float = 3600.0
+    # Shared with the other workers (and restarts): request ids and the page-token key.
+    state_dir: Path | None = None
     watch: WatchSettings = field(default_factory=WatchSettings)
+
+
+@dataclass(frozen=True)
+class LocalUpstream:
+    """The embedded local runtime as the gateway reaches it: over HTTP, like IBM."""
+
+    url: str
+    token: str
+    instance: str
+
+    @classmethod
+    def of(cls, runtime: Any) -> LocalUpstream:
+        return cls(runtime.base_url, runtime.token, runtime.instances.cloud[0].crn)
 
 
 def parse_api_keys(values: list[str]) -> list[ApiKey]:
@@ -55,25 +76,27 @@ def parse_api_keys(values: list[str]) -> list[ApiKey]:
     return keys
 
 
-def build_gateway(settings: GatewaySettings, local: Any | None) -> Gateway:
-    """`local` is the embedded LocalRuntime (or None): the default upstream without credentials."""
+def build_gateway(settings: GatewaySettings, local: LocalUpstream | None) -> Gateway:
+    """`local` is the embedded local runtime (or None): the default upstream without credentials."""
     http = HttpUpstream(RetryPolicy(read_timeout=settings.upstream_timeout))
     local_account = None
     if local is not None:
         local_account = Account(
-            channel="local",
-            token=local.token,
-            url=local.base_url,
-            instance=local.instances.cloud[0].crn,
-            name="local",
+            channel="local", token=local.token, url=local.url, instance=local.instance, name="local"
         )
     registry = AccountRegistry(settings.accounts_dir, settings.api_keys)
-    jobs = JobOperations(InMemoryRequestIdStore(settings.request_id_ttl))
+    request_ids: RequestIdStore
+    if settings.state_dir is not None:
+        state = StateDir.open(settings.state_dir)
+        request_ids = SqliteRequestIdStore(state.request_ids_path, settings.request_id_ttl)
+        jobs = JobOperations(request_ids, PageTokens(state.page_token_key()))
+    else:
+        jobs = JobOperations(InMemoryRequestIdStore(settings.request_id_ttl))
     executor = ThreadPoolExecutor(settings.upstream_threads, thread_name_prefix="upstream")
     return Gateway(
         resolver=AccountResolver(registry, local_account),
         registry=registry,
-        clients=ClientPool(http, local.base_url if local is not None else None),
+        clients=ClientPool(http, local.url if local is not None else None),
         backends=BackendDirectory(
             settings.backend_list_ttl, settings.backend_config_ttl, settings.backend_status_ttl
         ),

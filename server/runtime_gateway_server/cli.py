@@ -170,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("LOCAL_WORKERS", "2")),
         help="jobs the embedded local runtime runs at once (default: 2)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "1")),
+        help="gateway processes sharing the port, to use more than one core; they share "
+        "request ids and page tokens through the state directory (env RUNTIME_GATEWAY_WORKERS; "
+        "default: 1)",
+    )
+    serve.add_argument(
+        "--state-dir",
+        type=Path,
+        default=_path_env("STATE_DIR"),
+        help="private directory for state that workers and restarts share: RunJob request ids "
+        "and the page-token key (env RUNTIME_GATEWAY_STATE_DIR; default: in memory, or a "
+        "temporary directory with --workers above 1)",
+    )
+    # Set by the supervisor of `--workers N` on the processes it starts.
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-count", type=int, default=1, help=argparse.SUPPRESS)
     _add_logging_flags(serve)
 
     local = commands.add_parser(
@@ -236,18 +255,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _serve_options(args: argparse.Namespace) -> Any:
+    from runtime_gateway_server.app import ServeOptions
+
+    return ServeOptions(
+        listen=args.listen,
+        grace_seconds=args.grace_seconds,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        insecure=args.insecure,
+        reuse_port=args.worker_index is not None,
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from runtime_gateway_server.app import GatewayServer, ServeOptions, serve_until_signalled
+    if args.workers < 1:
+        raise OSError("--workers must be at least 1")
+    if args.workers > 1 and args.worker_index is None:
+        return _supervise(args)
+    from runtime_gateway_server.app import GatewayServer, serve_until_signalled
     from runtime_gateway_server.assembly import (
         GatewaySettings,
+        LocalUpstream,
         build_gateway,
         parse_api_keys,
         register,
     )
-    from runtime_gateway_server.logs import configure_logging
+    from runtime_gateway_server.logs import SECRETS, configure_logging
     from runtime_gateway_server.watch import WatchSettings
+    from runtime_gateway_server.workers import LOCAL_UPSTREAM_ENV
 
-    configure_logging(args.log_format, args.log_level)
+    worker = args.worker_index is not None
+    configure_logging(
+        args.log_format, args.log_level, {"worker": args.worker_index} if worker else None
+    )
     settings = GatewaySettings(
         accounts_dir=args.accounts_dir,
         api_keys=parse_api_keys(args.api_key),
@@ -260,19 +302,18 @@ def _serve(args: argparse.Namespace) -> int:
             fast_interval=args.watch_poll_seconds,
             max_interval=max(args.watch_max_poll_seconds, args.watch_poll_seconds),
             heartbeat_seconds=args.watch_heartbeat_seconds,
-            account_rps=args.watch_account_rps,
+            # Workers split the account's budget: together they stay within it.
+            account_rps=args.watch_account_rps / max(1, args.worker_count),
         ),
+        state_dir=args.state_dir,
     )
-    options = ServeOptions(
-        listen=args.listen,
-        grace_seconds=args.grace_seconds,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        insecure=args.insecure,
-    )
+    options = _serve_options(args)
     local = _start_embedded_local_runtime(args) if args.local_runtime else None
-    gateway = build_gateway(settings, local)
+    upstream = LocalUpstream.of(local) if local is not None else None
+    if worker and os.environ.get(LOCAL_UPSTREAM_ENV):  # the supervisor's local runtime
+        upstream = LocalUpstream(**json.loads(os.environ[LOCAL_UPSTREAM_ENV]))
+        SECRETS.add(upstream.token)
+    gateway = build_gateway(settings, upstream)
     options.registrars = (lambda server: register(gateway, server),)
     options.shutdown_hooks = (gateway.watch.shutdown,)
 
@@ -283,7 +324,7 @@ def _serve(args: argparse.Namespace) -> int:
             lambda: _print_ready(
                 service="gateway",
                 address=server.address,
-                local_runtime_url=local.base_url if local else None,
+                local_runtime_url=upstream.url if upstream else None,
             ),
         )
 
@@ -294,6 +335,67 @@ def _serve(args: argparse.Namespace) -> int:
         if local is not None:
             local.stop()
     return 0
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """`serve --workers N`: reserve the port, start the workers, restart any that die, and
+    drain them all on SIGTERM/SIGINT (see `runtime_gateway_server.workers`)."""
+    import shutil
+    import signal
+    import tempfile
+    from dataclasses import asdict
+
+    from runtime_gateway_server.app import credentials_for
+    from runtime_gateway_server.assembly import LocalUpstream
+    from runtime_gateway_server.logs import configure_logging
+    from runtime_gateway_server.state import StateDir
+    from runtime_gateway_server.workers import LOCAL_UPSTREAM_ENV, Supervisor, reserve_port
+
+    configure_logging(args.log_format, args.log_level, {"worker": "supervisor"})
+    credentials_for(_serve_options(args))  # TLS and loopback rules, before anything starts
+    holder, address = reserve_port(args.listen)
+    temporary = args.state_dir is None
+    state_dir = Path(tempfile.mkdtemp(prefix="runtime-gateway-")) if temporary else args.state_dir
+    local = None
+    stop = False
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    try:
+        StateDir.open(state_dir).page_token_key()  # one key, made before any worker reads it
+        local = _start_embedded_local_runtime(args) if args.local_runtime else None
+        env = {}
+        if local is not None:
+            env[LOCAL_UPSTREAM_ENV] = json.dumps(asdict(LocalUpstream.of(local)))
+        supervisor = Supervisor(
+            [*args.argv, "--state-dir", str(state_dir)],
+            args.workers,
+            address,
+            args.grace_seconds,
+            env,
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        supervisor.start()
+        try:
+            _print_ready(
+                service="gateway",
+                address=address,
+                workers=args.workers,
+                pids=supervisor.pids(),
+                local_runtime_url=local.base_url if local else None,
+            )
+            return supervisor.watch(lambda: stop)
+        finally:
+            supervisor.stop()
+    finally:
+        holder.close()
+        if local is not None:
+            local.stop()
+        if temporary:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _start_embedded_local_runtime(args: argparse.Namespace) -> Any:
@@ -365,7 +467,9 @@ def _health(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     faulthandler.enable()  # a crash in a C extension (Aer, qiskit) prints its Python stack
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # `serve --workers N` passes the same flags on to its workers
     handlers = {"serve": _serve, "local-runtime": _local_runtime, "health": _health}
     try:
         return handlers[args.command](args)

@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
 
 import structlog
@@ -80,8 +80,18 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
     return {key: _scrub_value(value) for key, value in event_dict.items()}
 
 
-def configure_logging(fmt: LogFormat = "json", level: str = "INFO") -> None:
-    """Sends structlog and stdlib logging to stderr as JSON lines or readable console lines."""
+def configure_logging(
+    fmt: LogFormat = "json", level: str = "INFO", fields: Mapping[str, Any] | None = None
+) -> None:
+    """Sends structlog and stdlib logging to stderr as JSON lines or readable console lines.
+
+    `fields` are added to every line (a worker's index, say)."""
+    constant = dict(fields or {})
+
+    def add_fields(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        event_dict.update(constant)
+        return event_dict
+
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -91,6 +101,7 @@ def configure_logging(fmt: LogFormat = "json", level: str = "INFO") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *([add_fields] if constant else []),
     ]
     structlog.configure(
         processors=[

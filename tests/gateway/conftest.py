@@ -145,12 +145,23 @@ def accounts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("accounts")
 
 
+def upstream_env(upstream: Upstream) -> dict[str, str]:
+    """The environment that makes a gateway reach the upstream process as it reaches IBM."""
+    port = upstream.url.rsplit(":", 1)[1]
+    return {
+        "HTTP_PROXY": f"http://127.0.0.1:{port}",
+        "http_proxy": f"http://127.0.0.1:{port}",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "IAM_URL": f"http://iam.{DOMAIN}",
+    }
+
+
 @pytest.fixture(scope="session")
 def gateway(
     upstream: Upstream, accounts_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayClient]:
     tmp: Path = tmp_path_factory.mktemp("gateway")
-    port = upstream.url.rsplit(":", 1)[1]
     keys = ",".join(f"{k}={key_digest(v)}" for k, v in API_KEYS.items())
     proc = start(
         [
@@ -159,13 +170,7 @@ def gateway(
             "--backend-cache-seconds", "30",
         ],
         tmp,
-        env={
-            "HTTP_PROXY": f"http://127.0.0.1:{port}",
-            "http_proxy": f"http://127.0.0.1:{port}",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "IAM_URL": f"http://iam.{DOMAIN}",
-        },
+        env=upstream_env(upstream),
     )  # fmt: skip
     client = GatewayClient(proc, upstream)
     yield client

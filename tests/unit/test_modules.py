@@ -17,7 +17,6 @@ from runtime_gateway_server.accounts import Account, AccountFile, mask
 from runtime_gateway_server.cache import TTLCache
 from runtime_gateway_server.credentials import from_metadata
 from runtime_gateway_server.errors import GatewayError, to_status
-from runtime_gateway_server.idempotency import InMemoryRequestIdStore
 from runtime_gateway_server.logs import SECRETS
 from runtime_gateway_server.paging import Cursor, PageTokens
 from runtime_gateway_server.upstream import (
@@ -43,48 +42,6 @@ def test_page_tokens_round_trip_and_resist_tampering() -> None:
         tokens.decode(token, "other-filters")
     with pytest.raises(GatewayError):  # another gateway's secret
         PageTokens(b"z" * 32).decode(token, "f1")
-
-
-# --- idempotency ------------------------------------------------------------------------
-def test_request_ids_replay_and_expire() -> None:
-    store = InMemoryRequestIdStore(ttl_seconds=1.0)
-    assert store.claim("k", "fp", 1).owner
-    store.complete("k", "job-1")
-    assert store.claim("k", "fp", 1).job_id == "job-1"
-    with pytest.raises(GatewayError):
-        store.claim("k", "other-fingerprint", 1)
-    time.sleep(1.1)
-    assert store.claim("k", "fp", 1).owner  # expired: a new submission
-
-
-def test_concurrent_duplicates_wait_for_the_first() -> None:
-    store = InMemoryRequestIdStore()
-    assert store.claim("k", "fp", 1).owner
-    seen: list[str | None] = []
-    waiter = threading.Thread(target=lambda: seen.append(store.claim("k", "fp", 5).job_id))
-    waiter.start()
-    time.sleep(0.1)
-    store.complete("k", "job-9")
-    waiter.join(5)
-    assert seen == ["job-9"]
-
-
-def test_uncertain_claims_are_handed_to_one_resolver() -> None:
-    store = InMemoryRequestIdStore()
-    store.claim("k", "fp", 1)
-    store.uncertain("k", (100.0, 101.0))
-    claim = store.claim("k", "fp", 1)
-    assert claim.owner and claim.uncertain == (100.0, 101.0)
-    store.complete("k", "job-3")
-    assert store.known("job-3") and not store.known("job-4")
-    assert store.claim("k", "fp", 1).job_id == "job-3"
-
-
-def test_a_failed_submission_releases_its_id() -> None:
-    store = InMemoryRequestIdStore()
-    store.claim("k", "fp", 1)
-    store.abandon("k")
-    assert store.claim("k", "fp", 1).owner
 
 
 # --- cache ------------------------------------------------------------------------------
