@@ -11,7 +11,7 @@ SDK021_STAMP := $(SDK021)/.installed
 # buf breaking compares against this git ref (e.g. AGAINST='.git#tag=v0.1.0').
 AGAINST ?= .git\#branch=main
 
-.PHONY: install demo test test-fast proto proto-check proto-lint proto-breaking lint node-deps sdk021-venv system-deps clean
+.PHONY: install demo test test-fast proto proto-check proto-lint proto-breaking lint node-deps sdk021-venv system-deps bench-deps clean
 
 install: $(STAMP)
 
@@ -20,6 +20,12 @@ system-deps:
 	@command -v node >/dev/null && command -v npm >/dev/null || { \
 	  echo "installing nodejs and npm (Debian)"; \
 	  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+
+# h2load (nghttp2's C load generator) for the benchmarks' load cases; optional.
+bench-deps: $(STAMP)
+	@command -v h2load >/dev/null || { \
+	  echo "installing nghttp2-client (Debian) for h2load"; \
+	  apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

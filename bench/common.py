@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 
@@ -42,3 +45,44 @@ def iam_jwt(http: Any, iam_base: str, api_key: str) -> str:
     )
     reply.raise_for_status()
     return str(reply.json()["access_token"])
+
+
+def grpc_frame(message: Any) -> bytes:
+    """A protobuf message as one gRPC length-prefixed frame (uncompressed)."""
+    body = message.SerializeToString()
+    return b"\0" + len(body).to_bytes(4, "big") + body
+
+
+def h2load(
+    url: str,
+    request: Any,
+    reply_bytes: int,
+    metadata: list[tuple[str, str]],
+    total: int,
+    connections: int,
+    streams: int,
+) -> dict[str, float] | None:
+    """Unary gRPC calls from h2load (nghttp2's C load generator; None if not installed):
+    `connections` x `streams` calls in flight. Every call must return the expected reply:
+    h2load counts HTTP statuses only, and a failed gRPC call is HTTP 200 with no message,
+    so the data bytes received are checked against `reply_bytes` per call."""
+    binary = shutil.which("h2load")
+    if binary is None:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".bin") as body:
+        body.write(grpc_frame(request))
+        body.flush()
+        headers = [("content-type", "application/grpc"), ("te", "trailers"), *metadata]
+        argv = [binary, "-n", str(total), "-c", str(connections), "-m", str(streams)]
+        argv += ["-d", body.name, *(f"-H{k}: {v}" for k, v in headers), url]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=True).stdout
+    succeeded = int(re.search(r"(\d+) succeeded", out).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    data = int(re.search(r"\(([\d]+)\) data", out).group(1))  # type: ignore[union-attr]
+    expected = total * (5 + reply_bytes)
+    if succeeded != total or data != expected:
+        raise RuntimeError(
+            f"h2load: {succeeded}/{total} calls answered, {data} data bytes "
+            f"(expected {expected}): some calls failed\n{out}"
+        )
+    return {"req_per_s": rate}

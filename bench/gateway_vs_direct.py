@@ -1,11 +1,20 @@
 """The gateway path against calling the same local runtime directly over HTTP, in one run.
 
-Four processes on loopback: a local runtime playing IBM, two gateways (caches on, caches
-off) reaching it as they reach IBM (the host names the SDK derives, via HTTP_PROXY), and
-this client. "Direct" calls go the same way (proxy-form, keep-alive `requests`), as the
-SDK's do.
+Processes on loopback: a local runtime playing IBM; three gateways reaching it as they
+reach IBM (the host names the SDK derives, via HTTP_PROXY): caches on, caches off, and
+caches on with one worker per core (`--workers`); a bare grpc.aio server (the gRPC floor);
+and this client. "Direct" calls go the same way (proxy-form, keep-alive `requests`), as
+the SDK's do.
 
-    .venv/bin/python bench/gateway_vs_direct.py [--requests 1000] [--concurrency 64] [--json]
+- Sequential cases interleave the calls they compare (direct, gateway, and a health Check
+  on the same gateway: the gRPC hop alone), so a busy moment of the machine hits all alike.
+- Load cases run two load generators: this process (grpc.aio, callers spread over 8
+  channels) and, when installed, h2load (nghttp2's C client, Debian package
+  nghttp2-client), which leaves more of the two cores to the server. Each is also run
+  against the bare gRPC server, so the floor is measured in the same run.
+
+    .venv/bin/python bench/gateway_vs_direct.py [--requests 1000] [--concurrency 64]
+        [--workers N] [--json]
 """
 
 from __future__ import annotations
@@ -13,13 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import requests
-from common import figures, iam_jwt, start
+from common import figures, h2load, iam_jwt, start
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime_gateway.v1 import backends_pb2, backends_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
@@ -31,41 +44,62 @@ QASM = (
 )
 
 
-def _sequential(call: Callable[[], Any], count: int) -> dict[str, float]:
-    for _ in range(min(50, count)):  # warm up: connections, tokens, caches
-        call()
-    samples = []
-    started = time.perf_counter()
+def _interleaved(calls: dict[str, Callable[[], Any]], count: int) -> dict[str, dict[str, float]]:
+    """Each round calls every case once, so they share the machine's moments."""
+    for _ in range(min(50, count)):
+        for call in calls.values():
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    spent = dict.fromkeys(calls, 0.0)
     for _ in range(count):
-        t0 = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - t0) * 1000)
-    return figures(samples, time.perf_counter() - started)
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            took = time.perf_counter() - t0
+            samples[name].append(took * 1000)
+            spent[name] += took
+    return {name: figures(samples[name], spent[name]) for name in calls}
 
 
-Rpc = Callable[[backends_pb2_grpc.BackendServiceStub], Awaitable[Any]]
+Rpc = Callable[[grpc.aio.Channel], Awaitable[Any]]
+CHANNELS = 8  # connections the load is spread over (workers share connections, not calls)
 
 
 async def _concurrent(address: str, rpc: Rpc, total: int, concurrency: int) -> dict[str, float]:
-    """`concurrency` callers on one aio channel share `total` calls (bounded)."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = backends_pb2_grpc.BackendServiceStub(channel)
-        for _ in range(20):
-            await rpc(stub)
+    """`concurrency` callers over CHANNELS aio channels share `total` calls (bounded)."""
+    channels = [grpc.aio.insecure_channel(address) for _ in range(CHANNELS)]
+    try:
+        for channel in channels:
+            for _ in range(5):
+                await rpc(channel)
         samples: list[float] = []
         remaining = total
 
-        async def caller() -> None:
+        async def caller(channel: grpc.aio.Channel) -> None:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
                 t0 = time.perf_counter()
-                await rpc(stub)
+                await rpc(channel)
                 samples.append((time.perf_counter() - t0) * 1000)
 
         started = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        await asyncio.gather(*(caller(channels[i % CHANNELS]) for i in range(concurrency)))
         return figures(samples, time.perf_counter() - started)
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+def _floor_server() -> tuple[subprocess.Popen[str], str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(here, "grpc_floor_server.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, f"127.0.0.1:{int(proc.stdout.readline())}"
 
 
 def main() -> int:
@@ -74,6 +108,15 @@ def main() -> int:
     )
     parser.add_argument("--requests", type=int, default=1000, help="calls per sequential case")
     parser.add_argument("--concurrency", type=int, default=64, help="callers in the load cases")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="workers of the multi-process gateway (default: one per core)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the load cases (the median is shown)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
 
@@ -88,6 +131,8 @@ def main() -> int:
     serve = ["serve", "--listen", "127.0.0.1:0", "--no-local-runtime"]
     gateway, ready = start(serve, env)
     uncached, ready_uncached = start([*serve, "--backend-cache-seconds", "0"], env)
+    multi, ready_multi = start([*serve, "--workers", str(args.workers)], env)
+    floor, floor_address = _floor_server()
     results: dict[str, dict[str, float]] = {}
     try:
         crn = info["instances"]["crns"][0]
@@ -138,50 +183,105 @@ def main() -> int:
 
         list_backends = backends_pb2.ListBackendsRequest()
         get_backend = backends_pb2.GetBackendRequest(name="ibm_brisbane")
-        cases: dict[str, tuple[Callable[[], Any], int]] = {
-            "GetJob: direct HTTP": (lambda: get(f"/jobs/{job.id}", exclude_params="true"), 1),
-            "GetJob: gateway": (
-                lambda: jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), metadata=md, timeout=30),
-                1,
-            ),
-            "ListJobs(20): direct HTTP": (
-                lambda: get("/jobs", limit="20", exclude_params="true"),
-                1,
-            ),
-            "ListJobs(20): gateway": (
-                lambda: jobs.ListJobs(
-                    jobs_pb2.ListJobsRequest(page_size=20), metadata=md, timeout=30
-                ),
-                1,
-            ),
-            "ListBackends: direct HTTP (list + configs + statuses)": (direct_backends, 10),
-            "ListBackends: gateway, cache off (cold)": (
-                lambda: cold.ListBackends(list_backends, metadata=md, timeout=30),
-                10,
-            ),
-            "ListBackends: gateway, cached (warm)": (
-                lambda: backends.ListBackends(list_backends, metadata=md, timeout=30),
-                1,
-            ),
-            "GetBackend: direct HTTP (config + status)": (direct_backend, 1),
-            "GetBackend: gateway, cached (warm)": (
-                lambda: backends.GetBackend(get_backend, metadata=md, timeout=30),
-                1,
-            ),
-        }
-        for name, (call, divisor) in cases.items():
-            results[name] = _sequential(call, max(50, args.requests // divisor))
-        total = max(args.concurrency * 20, args.requests * 3)
-        load: dict[str, Rpc] = {
-            "ListBackends": lambda s: s.ListBackends(list_backends, metadata=md, timeout=30),
-            "GetBackend": lambda s: s.GetBackend(get_backend, metadata=md, timeout=30),
-        }
-        for name, rpc in load.items():
-            results[f"{name}: gateway, cached, {args.concurrency} concurrent"] = asyncio.run(
-                _concurrent(ready["address"], rpc, total, args.concurrency)
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest()
+        n = args.requests
+        results.update(
+            _interleaved(
+                {
+                    "GetJob: direct HTTP": lambda: get(f"/jobs/{job.id}", exclude_params="true"),
+                    "GetJob: gateway": lambda: jobs.GetJob(
+                        jobs_pb2.GetJobRequest(job_id=job.id), metadata=md, timeout=30
+                    ),
+                    "gRPC hop alone: health Check, same gateway": lambda: health.Check(
+                        check, timeout=30
+                    ),
+                },
+                n,
             )
+        )
+        results.update(
+            _interleaved(
+                {
+                    "ListJobs(20): direct HTTP": lambda: get(
+                        "/jobs", limit="20", exclude_params="true"
+                    ),
+                    "ListJobs(20): gateway": lambda: jobs.ListJobs(
+                        jobs_pb2.ListJobsRequest(page_size=20), metadata=md, timeout=30
+                    ),
+                },
+                n,
+            )
+        )
+        results.update(
+            _interleaved(
+                {
+                    "ListBackends: direct HTTP (list + configs + statuses)": direct_backends,
+                    "ListBackends: gateway, cache off (cold)": lambda: cold.ListBackends(
+                        list_backends, metadata=md, timeout=30
+                    ),
+                },
+                max(50, n // 10),
+            )
+        )
+        results.update(
+            _interleaved(
+                {
+                    "ListBackends: gateway, cached (warm)": lambda: backends.ListBackends(
+                        list_backends, metadata=md, timeout=30
+                    ),
+                    "GetBackend: direct HTTP (config + status)": direct_backend,
+                    "GetBackend: gateway, cached (warm)": lambda: backends.GetBackend(
+                        get_backend, metadata=md, timeout=30
+                    ),
+                },
+                n,
+            )
+        )
+
+        total = max(args.concurrency * 20, n * 3)
+        c = args.concurrency
+        workers = f"{args.workers} workers"
+        list_size = backends.ListBackends(list_backends, metadata=md).ByteSize()
+        get_size = backends.GetBackend(get_backend, metadata=md).ByteSize()
+        check_size = health.Check(check).ByteSize()
+        targets: list[tuple[str, str, str, Any, int, list[tuple[str, str]]]] = [
+            ("health Check: bare grpc.aio server (floor)", floor_address,
+             "/grpc.health.v1.Health/Check", check, check_size, []),
+            ("ListBackends: gateway, cached", ready["address"],
+             "/runtime_gateway.v1.BackendService/ListBackends", list_backends, list_size, md),
+            ("GetBackend: gateway, cached", ready["address"],
+             "/runtime_gateway.v1.BackendService/GetBackend", get_backend, get_size, md),
+            (f"ListBackends: gateway, cached, {workers}", ready_multi["address"],
+             "/runtime_gateway.v1.BackendService/ListBackends", list_backends, list_size, md),
+            (f"GetBackend: gateway, cached, {workers}", ready_multi["address"],
+             "/runtime_gateway.v1.BackendService/GetBackend", get_backend, get_size, md),
+        ]  # fmt: skip
+        # Rounds over all targets, so that each target sees the machine's slow and fast
+        # moments alike; the median round is reported.
+        runs: dict[str, list[dict[str, float]]] = {}
+        for _ in range(args.rounds):
+            for name, address, method, request, size, call_md in targets:
+                reply_type = type(health.Check(check)) if not call_md else None
+                rpc = _rpc(method, request, call_md, reply_type)
+                runs.setdefault(f"{name}, {c} concurrent (Python client)", []).append(
+                    asyncio.run(_concurrent(address, rpc, total, c))
+                )
+                streams = max(1, c // CHANNELS)
+                url = f"http://{address}{method}"
+                warmup = CHANNELS * streams * 4
+                warm = h2load(url, request, size, call_md, warmup, CHANNELS, streams)
+                if warm is None:
+                    continue  # h2load is not installed: reported below
+                measured = h2load(url, request, size, call_md, total * 3, CHANNELS, streams)
+                assert measured is not None
+                runs.setdefault(f"{name}, {c} concurrent (h2load)", []).append(
+                    {"p50_ms": float("nan"), "p99_ms": float("nan"), **measured}
+                )
+        for name, found in runs.items():
+            results[name] = sorted(found, key=lambda f: f["req_per_s"])[len(found) // 2]
     finally:
-        for proc in (gateway, uncached, runtime):
+        for proc in (gateway, uncached, multi, runtime, floor):
             proc.terminate()
             proc.wait(15)
 
@@ -189,27 +289,58 @@ def main() -> int:
         print(json.dumps(results, indent=2))
         return 0
     print(
-        f"loopback, one client process; sequential cases {args.requests} calls "
-        f"(cold cases a tenth), load cases {args.concurrency} concurrent callers\n"
+        f"loopback, one client process; sequential cases {args.requests} calls, interleaved "
+        f"(cold cases a tenth); load cases {args.concurrency} concurrent callers over "
+        f"{CHANNELS} connections, median of {args.rounds} rounds\n"
     )
-    print(f"{'case':58} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9}")
+    print(f"{'case':78} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9}")
     for name, f in results.items():
-        print(f"{name:58} {f['p50_ms']:8.3f} {f['p99_ms']:8.3f} {f['req_per_s']:9.1f}")
-    added = results["GetJob: gateway"]["p50_ms"] - results["GetJob: direct HTTP"]["p50_ms"]
+        cells = [f"{v:8.3f}" if v == v else f"{'-':>8}" for v in (f["p50_ms"], f["p99_ms"])]
+        print(f"{name:78} {cells[0]} {cells[1]} {f['req_per_s']:9.1f}")
+    print()
+    if not any("(h2load)" in name for name in results):
+        print("h2load not found: install Debian's nghttp2-client for the C load generator cases")
+    p50 = {name: f["p50_ms"] for name, f in results.items()}
+    added = p50["GetJob: gateway"] - p50["GetJob: direct HTTP"]
+    hop = p50["gRPC hop alone: health Check, same gateway"]
+    print(
+        f"GetJob through the gateway adds {added:+.3f} ms p50 to the direct call; "
+        f"the gRPC hop alone costs {hop:.3f} ms, so the gateway's own work adds "
+        f"{added - hop:+.3f} ms"
+    )
     list_ratio = (
-        results["ListBackends: direct HTTP (list + configs + statuses)"]["p50_ms"]
-        / results["ListBackends: gateway, cached (warm)"]["p50_ms"]
+        p50["ListBackends: direct HTTP (list + configs + statuses)"]
+        / p50["ListBackends: gateway, cached (warm)"]
     )
     get_ratio = (
-        results["GetBackend: direct HTTP (config + status)"]["p50_ms"]
-        / results["GetBackend: gateway, cached (warm)"]["p50_ms"]
+        p50["GetBackend: direct HTTP (config + status)"] / p50["GetBackend: gateway, cached (warm)"]
     )
-    print(f"\nGetJob through the gateway adds {added:+.3f} ms p50 to the direct call")
     print(
         f"cached ListBackends is {list_ratio:.1f}x faster than the direct calls; "
         f"GetBackend {get_ratio:.1f}x"
     )
     return 0
+
+
+def _rpc(
+    method: str, request: Any, md: list[tuple[str, str]], reply_type: Any | None = None
+) -> Rpc:
+    """An aio unary call by method path (replies are parsed, as a real client would)."""
+    if reply_type is None:
+        reply_type = {
+            "ListBackends": backends_pb2.ListBackendsResponse,
+            "GetBackend": backends_pb2.GetBackendResponse,
+        }[method.rsplit("/", 1)[1]]
+
+    async def call(channel: grpc.aio.Channel) -> Any:
+        stub = channel.unary_unary(
+            method,
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=reply_type.FromString,
+        )
+        return await stub(request, metadata=md or None, timeout=30)
+
+    return call
 
 
 if __name__ == "__main__":
