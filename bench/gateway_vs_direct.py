@@ -31,7 +31,7 @@ from typing import Any
 
 import grpc
 import requests
-from common import figures, h2load, iam_jwt, start
+from common import cpu_seconds, figures, h2load, iam_jwt, start
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime_gateway.v1 import backends_pb2, backends_pb2_grpc, jobs_pb2, jobs_pb2_grpc
@@ -245,38 +245,43 @@ def main() -> int:
         list_size = backends.ListBackends(list_backends, metadata=md).ByteSize()
         get_size = backends.GetBackend(get_backend, metadata=md).ByteSize()
         check_size = health.Check(check).ByteSize()
-        targets: list[tuple[str, str, str, Any, int, list[tuple[str, str]]]] = [
-            ("health Check: bare grpc.aio server (floor)", floor_address,
+        one, many = [gateway.pid], list(ready_multi["pids"])
+        targets: list[tuple[str, str, list[int], str, Any, int, list[tuple[str, str]]]] = [
+            ("health Check: bare grpc.aio server (floor)", floor_address, [floor.pid],
              "/grpc.health.v1.Health/Check", check, check_size, []),
-            ("ListBackends: gateway, cached", ready["address"],
+            ("ListBackends: gateway, cached", ready["address"], one,
              "/runtime_gateway.v1.BackendService/ListBackends", list_backends, list_size, md),
-            ("GetBackend: gateway, cached", ready["address"],
+            ("GetBackend: gateway, cached", ready["address"], one,
              "/runtime_gateway.v1.BackendService/GetBackend", get_backend, get_size, md),
-            (f"ListBackends: gateway, cached, {workers}", ready_multi["address"],
+            (f"ListBackends: gateway, cached, {workers}", ready_multi["address"], many,
              "/runtime_gateway.v1.BackendService/ListBackends", list_backends, list_size, md),
-            (f"GetBackend: gateway, cached, {workers}", ready_multi["address"],
+            (f"GetBackend: gateway, cached, {workers}", ready_multi["address"], many,
              "/runtime_gateway.v1.BackendService/GetBackend", get_backend, get_size, md),
         ]  # fmt: skip
         # Rounds over all targets, so that each target sees the machine's slow and fast
         # moments alike; the median round is reported.
         runs: dict[str, list[dict[str, float]]] = {}
         for _ in range(args.rounds):
-            for name, address, method, request, size, call_md in targets:
+            for name, address, pids, method, request, size, call_md in targets:
                 reply_type = type(health.Check(check)) if not call_md else None
                 rpc = _rpc(method, request, call_md, reply_type)
-                runs.setdefault(f"{name}, {c} concurrent (Python client)", []).append(
-                    asyncio.run(_concurrent(address, rpc, total, c))
-                )
+                asyncio.run(_concurrent(address, rpc, CHANNELS * 10, c))  # warm every worker
+                spent = cpu_seconds(pids)
+                measured = asyncio.run(_concurrent(address, rpc, total, c))
+                measured["server_cpu_us"] = (cpu_seconds(pids) - spent) / total * 1e6
+                runs.setdefault(f"{name}, {c} concurrent (Python client)", []).append(measured)
                 streams = max(1, c // CHANNELS)
                 url = f"http://{address}{method}"
                 warmup = CHANNELS * streams * 4
                 warm = h2load(url, request, size, call_md, warmup, CHANNELS, streams)
                 if warm is None:
                     continue  # h2load is not installed: reported below
-                measured = h2load(url, request, size, call_md, total * 3, CHANNELS, streams)
-                assert measured is not None
+                spent = cpu_seconds(pids)
+                loaded = h2load(url, request, size, call_md, total * 3, CHANNELS, streams)
+                assert loaded is not None
+                loaded["server_cpu_us"] = (cpu_seconds(pids) - spent) / (total * 3) * 1e6
                 runs.setdefault(f"{name}, {c} concurrent (h2load)", []).append(
-                    {"p50_ms": float("nan"), "p99_ms": float("nan"), **measured}
+                    {"p50_ms": float("nan"), "p99_ms": float("nan"), **loaded}
                 )
         for name, found in runs.items():
             results[name] = sorted(found, key=lambda f: f["req_per_s"])[len(found) // 2]
@@ -293,10 +298,11 @@ def main() -> int:
         f"(cold cases a tenth); load cases {args.concurrency} concurrent callers over "
         f"{CHANNELS} connections, median of {args.rounds} rounds\n"
     )
-    print(f"{'case':78} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9}")
+    print(f"{'case':78} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'server CPU us/call':>19}")
     for name, f in results.items():
         cells = [f"{v:8.3f}" if v == v else f"{'-':>8}" for v in (f["p50_ms"], f["p99_ms"])]
-        print(f"{name:78} {cells[0]} {cells[1]} {f['req_per_s']:9.1f}")
+        cpu = f"{f['server_cpu_us']:19.0f}" if "server_cpu_us" in f else f"{'':19}"
+        print(f"{name:78} {cells[0]} {cells[1]} {f['req_per_s']:9.1f} {cpu}")
     print()
     if not any("(h2load)" in name for name in results):
         print("h2load not found: install Debian's nghttp2-client for the C load generator cases")
