@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common import start
+from common import start, via_proxy
 
 TOKEN = "bench-client-token-0123456789"
 DOMAIN = "cloud.example.test"
@@ -69,9 +69,7 @@ def main() -> int:
     results["import QiskitRuntimeService (s)"] = {"wrapper": ours_import, "sdk": sdk_import}
 
     runtime, info = start(["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN])
-    proxy = f"http://127.0.0.1:{info['url'].rsplit(':', 1)[1]}"
-    env = {"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost",
-           "no_proxy": "127.0.0.1,localhost", "IAM_URL": f"http://iam.{DOMAIN}"}  # fmt: skip
+    _, env = via_proxy(info["url"], DOMAIN, no_proxy="127.0.0.1,localhost")
     gateway, ready = start(["serve", "--listen", "127.0.0.1:0", "--no-local-runtime"], env)
     try:
         os.environ.update(env)

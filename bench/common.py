@@ -47,6 +47,22 @@ def iam_jwt(http: Any, iam_base: str, api_key: str) -> str:
     return str(reply.json()["access_token"])
 
 
+def via_proxy(
+    runtime_url: str, domain: str, no_proxy: str = "localhost"
+) -> tuple[str, dict[str, str]]:
+    """The proxy URL and environment that make clients reach a local runtime as they reach
+    IBM: the host names the SDK derives from `domain`, sent through the runtime as a proxy."""
+    proxy = f"http://127.0.0.1:{runtime_url.rsplit(':', 1)[1]}"
+    env = {
+        "HTTP_PROXY": proxy,
+        "http_proxy": proxy,
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+        "IAM_URL": f"http://iam.{domain}",
+    }
+    return proxy, env
+
+
 def grpc_frame(message: Any) -> bytes:
     """A protobuf message as one gRPC length-prefixed frame (uncompressed)."""
     body = message.SerializeToString()

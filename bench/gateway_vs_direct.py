@@ -31,7 +31,7 @@ from typing import Any
 
 import grpc
 import requests
-from common import cpu_seconds, figures, h2load, iam_jwt, start
+from common import cpu_seconds, figures, h2load, iam_jwt, start, via_proxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime_gateway.v1 import backends_pb2, backends_pb2_grpc, jobs_pb2, jobs_pb2_grpc
@@ -121,13 +121,7 @@ def main() -> int:
     args = parser.parse_args()
 
     runtime, info = start(["local-runtime", "--listen", "127.0.0.1:0", "--token", TOKEN])
-    proxy = f"http://127.0.0.1:{info['url'].rsplit(':', 1)[1]}"
-    env = {
-        "HTTP_PROXY": proxy,
-        "http_proxy": proxy,
-        "NO_PROXY": "localhost",
-        "IAM_URL": f"http://iam.{DOMAIN}",
-    }
+    proxy, env = via_proxy(info["url"], DOMAIN)
     serve = ["serve", "--listen", "127.0.0.1:0", "--no-local-runtime"]
     gateway, ready = start(serve, env)
     uncached, ready_uncached = start([*serve, "--backend-cache-seconds", "0"], env)

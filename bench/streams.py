@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from common import start
+from common import start, via_proxy
 
 TOKEN = "bench-streams-token-0123456789"
 DOMAIN = "cloud.example.test"
@@ -130,13 +130,7 @@ def main() -> int:
     base = info["url"]
     crn = info["instances"]["crns"][0]
     admin = {"X-Local-Admin-Token": TOKEN}
-    proxy = f"http://127.0.0.1:{base.rsplit(':', 1)[1]}"
-    env = {
-        "HTTP_PROXY": proxy,
-        "http_proxy": proxy,
-        "NO_PROXY": "localhost",
-        "IAM_URL": f"http://iam.{DOMAIN}",
-    }
+    _, env = via_proxy(base, DOMAIN)
     gateway, ready = start(
         [
             "serve",

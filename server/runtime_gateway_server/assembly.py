@@ -15,11 +15,7 @@ from runtime_gateway_server.backends import BackendDirectory
 from runtime_gateway_server.cache import TTLCache
 from runtime_gateway_server.credentials import AccountResolver
 from runtime_gateway_server.ibm import ClientPool
-from runtime_gateway_server.idempotency import (
-    InMemoryRequestIdStore,
-    RequestIdStore,
-    SqliteRequestIdStore,
-)
+from runtime_gateway_server.idempotency import InMemoryRequestIdStore, SqliteRequestIdStore
 from runtime_gateway_server.jobs import JobOperations
 from runtime_gateway_server.paging import PageTokens
 from runtime_gateway_server.servicers import (
@@ -85,11 +81,12 @@ def build_gateway(settings: GatewaySettings, local: LocalUpstream | None) -> Gat
             channel="local", token=local.token, url=local.url, instance=local.instance, name="local"
         )
     registry = AccountRegistry(settings.accounts_dir, settings.api_keys)
-    request_ids: RequestIdStore
     if settings.state_dir is not None:
         state = StateDir.open(settings.state_dir)
-        request_ids = SqliteRequestIdStore(state.request_ids_path, settings.request_id_ttl)
-        jobs = JobOperations(request_ids, PageTokens(state.page_token_key()))
+        jobs = JobOperations(
+            SqliteRequestIdStore(state.request_ids_path, settings.request_id_ttl),
+            PageTokens(state.page_token_key()),
+        )
     else:
         jobs = JobOperations(InMemoryRequestIdStore(settings.request_id_ttl))
     executor = ThreadPoolExecutor(settings.upstream_threads, thread_name_prefix="upstream")

@@ -26,7 +26,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -90,7 +89,6 @@ class Supervisor:
     env: dict[str, str] = field(default_factory=dict)
     procs: list[subprocess.Popen[str] | None] = field(default_factory=list)
     _restarts: list[float] = field(default_factory=list)
-    _stopping: bool = False
 
     def _spawn(self, index: int) -> subprocess.Popen[str]:
         argv = [
@@ -112,7 +110,7 @@ class Supervisor:
             argv, stdout=subprocess.PIPE, text=True, env={**os.environ, **self.env}
         )
 
-    def _await_ready(self, proc: subprocess.Popen[str], index: int) -> dict[str, Any]:
+    def _await_ready(self, proc: subprocess.Popen[str], index: int) -> None:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
         line = proc.stdout.readline() if ready else ""
@@ -122,8 +120,7 @@ class Supervisor:
             raise WorkerError(
                 f"worker {index} did not start (exit status {proc.returncode}); its error is above"
             )
-        info: dict[str, Any] = json.loads(line)
-        return info
+        json.loads(line)  # the ready line; anything else means the worker is broken
 
     def start(self) -> None:
         try:
@@ -166,7 +163,6 @@ class Supervisor:
     def stop(self) -> None:
         """Drains every worker (SIGTERM: each stops accepting and finishes its calls within
         the grace period), then kills any that outlive it."""
-        self._stopping = True
         running = [p for p in self.procs if p is not None and p.poll() is None]
         for proc in running:
             proc.send_signal(signal.SIGTERM)
