@@ -87,6 +87,7 @@ _BY_REASON: dict[str, type[IBMError]] = {
     "CREDENTIALS_MISSING": IBMNotAuthorizedError,
     "UPSTREAM_UNAUTHENTICATED": IBMNotAuthorizedError,
     "UPSTREAM_PERMISSION_DENIED": IBMNotAuthorizedError,
+    "UPSTREAM_NOT_ALLOWED": IBMNotAuthorizedError,
     "GATEWAY_API_KEY_INVALID": IBMNotAuthorizedError,
     "ACCOUNT_NOT_FOUND": AccountNotFoundError,
     "ACCOUNT_ALREADY_EXISTS": AccountAlreadyExistsError,
