@@ -80,7 +80,7 @@ def check_tags(field: str, tags: Iterable[str]) -> list[str]:
     return values
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # unrolled: fast on long strings
 _BRACKET = re.compile(r"[\[\]{}]")
 
 
