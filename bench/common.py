@@ -59,6 +59,8 @@ def via_proxy(
         "NO_PROXY": no_proxy,
         "no_proxy": no_proxy,
         "IAM_URL": f"http://iam.{domain}",
+        # The gateway's upstream allow-list: the fake IBM domain and the runtime's origin.
+        "RUNTIME_GATEWAY_ALLOW_UPSTREAM": f"*.{domain},{proxy.removeprefix('http://')}",
     }
     return proxy, env
 

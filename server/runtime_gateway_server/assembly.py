@@ -11,10 +11,11 @@ import grpc
 
 from runtime_gateway.v1 import accounts_pb2_grpc, backends_pb2_grpc, jobs_pb2_grpc
 from runtime_gateway_server.accounts import Account, AccountRegistry, ApiKey
+from runtime_gateway_server.allowlist import UpstreamAllowList
 from runtime_gateway_server.backends import BackendDirectory
 from runtime_gateway_server.cache import TTLCache
-from runtime_gateway_server.credentials import AccountResolver
-from runtime_gateway_server.ibm import ClientPool
+from runtime_gateway_server.credentials import AccountResolver, CallCredentials
+from runtime_gateway_server.ibm import ClientPool, check_account
 from runtime_gateway_server.idempotency import InMemoryRequestIdStore, SqliteRequestIdStore
 from runtime_gateway_server.jobs import JobOperations
 from runtime_gateway_server.paging import PageTokens
@@ -42,6 +43,30 @@ class GatewaySettings:
     # Shared with the other workers (and restarts): request ids and the page-token key.
     state_dir: Path | None = None
     watch: WatchSettings = field(default_factory=WatchSettings)
+    # Operator entries for the upstream allow-list (`--allow-upstream HOST[:PORT]`, `*.HOST`);
+    # IBM's hosts, the local runtime and IAM_URL & co. are always allowed (allowlist.py).
+    allow_upstream: list[str] = field(default_factory=list)
+
+
+class CheckedResolver(AccountResolver):
+    """Resolves accounts and refuses, at once, one that leads outside the allow-list (so even
+    calls that contact no upstream, like GetActiveAccount, answer UPSTREAM_NOT_ALLOWED)."""
+
+    def __init__(
+        self,
+        registry: AccountRegistry,
+        local: Account | None,
+        allow: UpstreamAllowList,
+        local_base: str | None,
+    ) -> None:
+        super().__init__(registry, local)
+        self.allow = allow
+        self.local_base = local_base
+
+    def resolve(self, creds: CallCredentials) -> Account:
+        account = super().resolve(creds)
+        check_account(account, self.allow, self.local_base)
+        return account
 
 
 @dataclass(frozen=True)
@@ -74,7 +99,9 @@ def parse_api_keys(values: list[str]) -> list[ApiKey]:
 
 def build_gateway(settings: GatewaySettings, local: LocalUpstream | None) -> Gateway:
     """`local` is the embedded local runtime (or None): the default upstream without credentials."""
-    http = HttpUpstream(RetryPolicy(read_timeout=settings.upstream_timeout))
+    local_base = local.url if local is not None else None
+    allow = UpstreamAllowList.for_gateway(settings.allow_upstream, local_url=local_base)
+    http = HttpUpstream(RetryPolicy(read_timeout=settings.upstream_timeout), allow=allow)
     local_account = None
     if local is not None:
         local_account = Account(
@@ -91,9 +118,9 @@ def build_gateway(settings: GatewaySettings, local: LocalUpstream | None) -> Gat
         jobs = JobOperations(InMemoryRequestIdStore(settings.request_id_ttl))
     executor = ThreadPoolExecutor(settings.upstream_threads, thread_name_prefix="upstream")
     return Gateway(
-        resolver=AccountResolver(registry, local_account),
+        resolver=CheckedResolver(registry, local_account, allow, local_base),
         registry=registry,
-        clients=ClientPool(http, local.url if local is not None else None),
+        clients=ClientPool(http, local_base),
         backends=BackendDirectory(
             settings.backend_list_ttl, settings.backend_config_ttl, settings.backend_status_ttl
         ),

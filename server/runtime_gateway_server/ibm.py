@@ -10,6 +10,10 @@ Endpoints follow the SDK (docs/ibm-runtime-rest.md, section 2):
   `X-Access-Token`;
 - local: the embedded local runtime, as a cloud account on its loopback paths.
 One 401 from the runtime triggers one re-authentication and one retry.
+
+Every host an account leads to must be on the gateway's allow-list (`allowlist.py`): checked
+when a client is made for the account (`check_account`) and, for URLs IBM returns
+(`/users/me`), as soon as they are read; `HttpUpstream.request` checks every request again.
 """
 
 from __future__ import annotations
@@ -25,9 +29,16 @@ import grpc
 import jwt
 
 from runtime_gateway_server.accounts import Account
+from runtime_gateway_server.allowlist import NotAllowed, UpstreamAllowList
 from runtime_gateway_server.errors import GatewayError
 from runtime_gateway_server.logs import SECRETS
-from runtime_gateway_server.upstream import Deadline, HttpUpstream, Reply, error_from_reply
+from runtime_gateway_server.upstream import (
+    Deadline,
+    HttpUpstream,
+    Reply,
+    error_from_reply,
+    not_allowed,
+)
 
 API_VERSION = "2026-04-15"
 APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
@@ -75,6 +86,37 @@ def cloud_endpoints(url: str, crn: str | None) -> Endpoints:
     )
 
 
+def account_urls(account: Account, local_base: str | None = None) -> list[str]:
+    """The URLs an account leads the gateway to before IBM names any (ibm_quantum's runtime
+    comes later, from `/users/me`)."""
+    if account.channel == "local":
+        return [local_base] if local_base else []
+    if account.channel == "ibm_quantum":
+        return [account.url]
+    found = cloud_endpoints(account.url, account.instance)
+    return [found.runtime, found.iam, found.search, found.catalog]
+
+
+def check_account(
+    account: Account, allow: UpstreamAllowList | None, local_base: str | None = None
+) -> None:
+    """PERMISSION_DENIED / UPSTREAM_NOT_ALLOWED unless every host the account leads to (and its
+    proxies) is on the allow-list: refused before any connection."""
+    if allow is None:
+        return
+    where = "x-runtime-url" if account.name is None else f"the url of account {account.name!r}"
+    for url in account_urls(account, local_base):
+        try:
+            allow.check(url)
+        except NotAllowed as refused:
+            raise not_allowed(refused, where) from None
+    for proxy in ((account.proxies or {}).get("urls") or {}).values():
+        try:
+            allow.check(str(proxy), proxy=True)
+        except NotAllowed as refused:
+            raise not_allowed(refused, "the account's proxies") from None
+
+
 def local_endpoints(base: str) -> Endpoints:
     return Endpoints(
         runtime=f"{base}/api/v1",
@@ -94,6 +136,7 @@ class AccountClient:
     """Everything the gateway sends to IBM for one account (thread-safe)."""
 
     def __init__(self, account: Account, http: HttpUpstream, local_base: str | None = None) -> None:
+        check_account(account, http.allow, local_base)
         self.account = account
         self.http = http
         self._lock = threading.Lock()
@@ -178,17 +221,29 @@ class AccountClient:
         if not me.ok:
             raise error_from_reply(me)
         urls = me.json().get("urls") or {}
-        runtime = ((urls.get("services") or {}).get("runtime") or "").rstrip("/")
+        if not isinstance(urls, dict):
+            urls = {}
+        services = urls.get("services")
+        services = services if isinstance(services, dict) else {}
+        runtime = str(services.get("runtime") or "").rstrip("/")
         if not runtime:
             raise GatewayError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "UPSTREAM_PERMISSION_DENIED",
                 "this account is not authorized to use the ibm_quantum runtime service",
             )
+        legacy_api = str(urls.get("http") or auth).rstrip("/")
+        # IBM's answer names hosts: they must be allowed before the token goes there.
+        for named in (runtime, legacy_api):
+            if self.http.allow is not None:
+                try:
+                    self.http.allow.check(named)
+                except NotAllowed as refused:
+                    raise not_allowed(refused, "a URL in /users/me's answer") from None
         self.endpoints.runtime = runtime
         network = self._send(
             "GET",
-            f"{urls.get('http', auth).rstrip('/')}/Network",
+            f"{legacy_api}/Network",
             deadline,
             headers={"X-Access-Token": access},
         )
@@ -200,6 +255,10 @@ class AccountClient:
 
     def headers(self, deadline: Deadline, force_refresh: bool = False) -> dict[str, str]:
         token = self._access_token(deadline, force_refresh)
+        # Keep this client's secrets the most recent in the scrubber's bounded registry, so a
+        # flood of other tokens never evicts one still in use.
+        SECRETS.add(token)
+        SECRETS.add(self.account.token)
         if self.legacy:
             return {"X-Access-Token": token}
         return {

@@ -7,6 +7,11 @@
   deadline. Other methods are sent once (a retried `POST /jobs` can create two jobs).
 - `verify` is passed on every request: `requests` ignores a Session's `verify=False` when
   REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE is set.
+- Every URL (and every explicit proxy) passes the gateway's `UpstreamAllowList` before any
+  connection: PERMISSION_DENIED / UPSTREAM_NOT_ALLOWED otherwise. Redirects are not followed.
+- A failure says why (connection refused, DNS, TLS, timeout, IBM's status and message) and is
+  logged once at WARNING as `upstream_failed`, without token, userinfo or query string.
+- Upstream bodies are never echoed: only IBM's JSON error message, short and sanitized.
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import socket
+import ssl
 import threading
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +34,14 @@ import grpc
 import requests
 import structlog
 
+from runtime_gateway_server.allowlist import NotAllowed, UpstreamAllowList
 from runtime_gateway_server.errors import GatewayError
 
 log = structlog.get_logger("runtime_gateway_server.upstream")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 524})
+MAX_UPSTREAM_MESSAGE = 200  # characters of IBM's error message an error may carry
 
 
 @dataclass(frozen=True)
@@ -71,21 +82,35 @@ class Reply:
         return self.body.decode("utf-8", "replace")
 
     def upstream_message(self) -> str:
-        """IBM's error message, whichever of its error shapes the body has."""
+        """IBM's error message from IBM's JSON error shapes, at most MAX_UPSTREAM_MESSAGE
+        printable characters; otherwise only `HTTP <status> (<content type>, <n> bytes)`.
+
+        The body's text is never echoed: an upstream (or whatever answers in its place) could
+        put anything in it, secrets and internal pages included."""
         try:
             body = json.loads(self.body)
-        except ValueError:
-            return self.text[:500] or f"HTTP {self.status}"
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        message: Any = None
         if isinstance(body, dict):
             errors = body.get("errors")
+            error = body.get("error")
             if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-                return str(errors[0].get("message") or errors[0])
-            if isinstance(body.get("error"), dict):
-                return str(body["error"].get("message") or body["error"])
-            for key in ("errorMessage", "message"):
-                if key in body:
-                    return str(body[key])
-        return self.text[:500]
+                message = errors[0].get("message")
+            elif isinstance(error, dict):
+                message = error.get("message")
+            elif isinstance(error, str):
+                message = error
+            if message is None:
+                message = body.get("errorMessage", body.get("message"))
+        text = _printable(message) if isinstance(message, str) else ""
+        return text or self.describe()
+
+    def describe(self) -> str:
+        """`HTTP <status> (<content type>, <n> bytes)`: what a body is, never what it says."""
+        kind = self.headers.get("Content-Type", "").split(";")[0].strip()
+        kind = kind if re.fullmatch(r"[\w.+-]{1,40}/[\w.+-]{1,60}", kind) else "no content type"
+        return f"HTTP {self.status} ({kind}, {len(self.body)} bytes)"
 
     def retry_after(self) -> float | None:
         value = self.headers.get("Retry-After")
@@ -113,10 +138,14 @@ class Deadline:
 
 @dataclass
 class HttpUpstream:
-    """Sends requests with retries; one instance serves every account of the gateway."""
+    """Sends requests with retries; one instance serves every account of the gateway.
+
+    `allow`: the origins it may contact (the gateway always passes one); None checks nothing,
+    for library use and unit tests against loopback servers."""
 
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     user_agent: str = "runtime-gateway/0.1"
+    allow: UpstreamAllowList | None = None
 
     def __post_init__(self) -> None:
         self._sessions: dict[tuple[str, str], requests.Session] = {}
@@ -144,6 +173,19 @@ class HttpUpstream:
                 self._sessions[key] = session
             return session
 
+    def check(self, url: str, proxies: Mapping[str, str] | None = None) -> None:
+        """PERMISSION_DENIED / UPSTREAM_NOT_ALLOWED unless the allow-list admits the URL and
+        the account's explicit proxies (proxies from the environment are the operator's)."""
+        if self.allow is None:
+            return
+        try:
+            self.allow.check(url)
+            for proxy in (proxies or {}).values():
+                if proxy:
+                    self.allow.check(str(proxy), proxy=True)
+        except NotAllowed as refused:
+            raise not_allowed(refused) from None
+
     def request(
         self,
         method: str,
@@ -161,9 +203,12 @@ class HttpUpstream:
         """One logical call; raises GatewayError for transport failures and exhausted retries.
 
         HTTP error statuses that are not retried come back as a Reply for the caller to map.
+        The URL is checked against the allow-list first (no connection when refused).
         """
+        self.check(url, proxies)
         session = self._session(url, proxies)
         retryable = method.upper() in IDEMPOTENT if retry is None else retry
+        where = f"{method} {_path(url)} at {_host(url)}"
         attempt = 0
         while True:
             remaining = deadline.remaining()
@@ -171,7 +216,7 @@ class HttpUpstream:
                 raise GatewayError(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     "UPSTREAM_UNAVAILABLE",
-                    f"the deadline passed before {method} {_path(url)} could complete",
+                    f"the deadline passed before {where} could complete",
                 )
             read = (
                 self.policy.read_timeout
@@ -193,28 +238,37 @@ class HttpUpstream:
                     allow_redirects=False,
                 )
                 reply = Reply(response.status_code, response.headers, response.content)
-            except requests.Timeout:
+            except requests.Timeout as error:
+                cause = (
+                    "timed out connecting"
+                    if isinstance(error, requests.ConnectTimeout)
+                    else "timed out waiting for the answer"
+                )
                 if remaining is not None and read >= remaining:
+                    _log_failure(method, url, f"{cause} (the caller's deadline)", attempt + 1)
                     raise GatewayError(
                         grpc.StatusCode.DEADLINE_EXCEEDED,
                         "UPSTREAM_UNAVAILABLE",
-                        f"{method} {_path(url)} did not answer before the deadline",
+                        f"{where} did not answer before the deadline: {cause}",
                     ) from None
                 failure: GatewayError | Reply = GatewayError(
                     grpc.StatusCode.UNAVAILABLE,
                     "UPSTREAM_UNAVAILABLE",
-                    f"{method} {_path(url)} timed out",
+                    f"cannot reach the upstream for {where}: {cause}",
                 )
-            except requests.ConnectionError as error:
+                failure_cause = cause
+            except requests.RequestException as error:  # connection, TLS, proxy, protocol
+                failure_cause = connection_cause(error)
                 failure = GatewayError(
                     grpc.StatusCode.UNAVAILABLE,
                     "UPSTREAM_UNAVAILABLE",
-                    f"cannot reach the upstream for {method} {_path(url)}: {type(error).__name__}",
+                    f"cannot reach the upstream for {where}: {failure_cause}",
                 )
             else:
                 if reply.status not in RETRY_STATUSES:
                     return reply
                 failure = reply
+                failure_cause = f"answered {reply.status}: {reply.upstream_message()}"
             attempt += 1
             delay = self.policy.backoff(attempt)
             if isinstance(failure, Reply) and failure.retry_after() is not None:
@@ -222,8 +276,15 @@ class HttpUpstream:
             remaining = deadline.remaining()
             out_of_time = remaining is not None and delay >= remaining
             if not retryable or attempt >= self.policy.max_attempts or out_of_time:
+                _log_failure(method, url, failure_cause, attempt)
                 if isinstance(failure, Reply):
                     return failure  # the caller maps 429/5xx with the upstream's message
+                if attempt > 1:
+                    failure = GatewayError(
+                        failure.code,
+                        failure.reason,
+                        f"{failure.message} (after {attempt} attempts)",
+                    )
                 raise failure
             log.debug(
                 "upstream_retry",
@@ -231,12 +292,108 @@ class HttpUpstream:
                 path=_path(url),
                 attempt=attempt,
                 delay=round(delay, 3),
+                cause=failure_cause,
             )
             time.sleep(delay)
 
 
+def not_allowed(refused: NotAllowed, source: str = "") -> GatewayError:
+    """The gRPC error for a refused upstream URL (`source`: where the URL came from)."""
+    prefix = f"{source}: " if source else ""
+    return GatewayError(
+        grpc.StatusCode.PERMISSION_DENIED, "UPSTREAM_NOT_ALLOWED", f"{prefix}{refused}"
+    )
+
+
+def connection_cause(error: BaseException) -> str:
+    """Why a request failed to get an answer, in words (no URL, no token): the innermost
+    cause requests and urllib3 wrap."""
+    seen: set[int] = set()
+    stack = [error]
+    found: list[BaseException] = []
+    while stack:  # every exception in the chain: args, __cause__, __context__, .reason
+        current = stack.pop()
+        if id(current) in seen or len(seen) > 50:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        linked = [a for a in current.args if isinstance(a, BaseException)]
+        linked += [
+            v
+            for v in (current.__cause__, current.__context__, getattr(current, "reason", None))
+            if isinstance(v, BaseException)
+        ]
+        stack += linked
+    kinds = [type(e) for e in found]
+
+    def has(*types: type[BaseException]) -> bool:
+        return any(issubclass(k, types) for k in kinds)
+
+    if has(ssl.SSLCertVerificationError):
+        return "TLS verification failed (the upstream's certificate is not trusted)"
+    if has(ssl.SSLError) or isinstance(error, requests.exceptions.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(error, requests.exceptions.ProxyError):
+        return "the proxy failed or refused the connection"
+    if has(socket.gaierror):
+        return "the DNS name could not be resolved"
+    if has(ConnectionRefusedError):
+        return "connection refused"
+    if has(ConnectionResetError):
+        return "the connection was reset"
+    if has(TimeoutError, socket.timeout):
+        return "timed out"
+    if any(k.__name__ in ("RemoteDisconnected", "ProtocolError", "IncompleteRead") for k in kinds):
+        return "the upstream closed the connection without a complete answer"
+    return f"connection failed ({type(error).__name__})"
+
+
+def _log_failure(method: str, url: str, cause: str, attempts: int) -> None:
+    log.warning(
+        "upstream_failed",
+        method=method,
+        host=_host(url),
+        path=path_template(_path(url)),
+        cause=cause,
+        attempts=attempts,
+    )
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z_-]*|v[0-9]+")  # words stay; ids (digits) go
+
+
+def path_template(path: str) -> str:
+    """The path with its variable segments (ids, names) as `*`: `/api/v1/jobs/*/results`."""
+    segments = path.split("/")
+    return "/".join(s if not s or _WORD.fullmatch(s) else "*" for s in segments)[:200]
+
+
 def _path(url: str) -> str:
     return urlsplit(url).path
+
+
+def _host(url: str) -> str:
+    """`host:port` of a URL, without user information."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
+
+
+def _printable(text: str) -> str:
+    """One line of printable text (control and format characters dropped), at most
+    MAX_UPSTREAM_MESSAGE characters."""
+    kept = "".join(
+        " " if c.isspace() else c for c in text if c.isspace() or unicodedata.category(c)[0] != "C"
+    )
+    kept = " ".join(kept.split())
+    if len(kept) > MAX_UPSTREAM_MESSAGE:
+        kept = kept[: MAX_UPSTREAM_MESSAGE - 3].rstrip() + "..."
+    return kept
 
 
 def error_from_reply(

@@ -154,6 +154,9 @@ def upstream_env(upstream: Upstream) -> dict[str, str]:
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
         "IAM_URL": f"http://iam.{DOMAIN}",
+        # The upstream allow-list: the fake IBM domain, and the upstream's own origin (the
+        # ibm_quantum channel's auth URL and the runtime URL its /users/me names).
+        "RUNTIME_GATEWAY_ALLOW_UPSTREAM": f"*.{DOMAIN},127.0.0.1:{port}",
     }
 
 

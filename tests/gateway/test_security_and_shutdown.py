@@ -160,7 +160,8 @@ def test_graceful_shutdown_finishes_calls_in_flight(gateway: GatewayClient, tmp_
         ["serve", "--listen", "127.0.0.1:0", "--no-local-runtime", "--grace-seconds", "10"],
         tmp_path,
         env={"HTTP_PROXY": f"http://127.0.0.1:{port}", "NO_PROXY": "127.0.0.1,localhost",
-             "IAM_URL": "http://iam.cloud.example.test"},
+             "IAM_URL": "http://iam.cloud.example.test",
+             "RUNTIME_GATEWAY_ALLOW_UPSTREAM": "*.cloud.example.test"},
     )  # fmt: skip
     outcome: dict[str, object] = {}
     try:

@@ -20,7 +20,8 @@ def proxy_env(upstream: Upstream) -> dict[str, str]:
     port = upstream.url.rsplit(":", 1)[1]
     return {"HTTP_PROXY": f"http://127.0.0.1:{port}", "http_proxy": f"http://127.0.0.1:{port}",
             "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-            "IAM_URL": "http://iam.cloud.example.test"}  # fmt: skip
+            "IAM_URL": "http://iam.cloud.example.test",
+            "RUNTIME_GATEWAY_ALLOW_UPSTREAM": f"*.cloud.example.test,127.0.0.1:{port}"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
