@@ -44,8 +44,11 @@ class BackendEntry:
     fake_class: str | None  # None for the noiseless simulator
     operational: bool = True
     status_msg: str = "active"
-    # A device runs one job at a time, like the real one; also guards the lazy models below.
+    # A device runs one job at a time, like the real one (held while a worker process runs it).
     run_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # Guards the lazy models below; never held during a simulation, so validation of new jobs
+    # on this device does not wait for a running one.
+    model_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def simulator(self) -> bool:

@@ -24,6 +24,8 @@ from typing import Any
 
 import structlog
 
+from runtime_gateway_local.execution import JobAborted, JobFailure
+
 log = structlog.get_logger("runtime_gateway_local.jobs")
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
@@ -142,7 +144,10 @@ class JobStore:
             raise
 
 
-Executor = Callable[[JobRecord], tuple[str, float, list[str]]]
+# (record, runner thread index, aborted) -> (result, seconds, log lines). `aborted()` turns
+# true when the job was cancelled or deleted while running, or the runner stops; the executor
+# then stops the job's work and raises JobAborted. JobFailure fails the job with IBM's reason.
+Executor = Callable[[JobRecord, int, Callable[[], bool]], tuple[str, float, list[str]]]
 
 
 class JobRunner:
@@ -153,9 +158,12 @@ class JobRunner:
         self._execute = execute
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._stopping = threading.Event()
+        self.workers = max(1, workers)
         self._threads = [
-            threading.Thread(target=self._work, name=f"local-runtime-worker-{i}", daemon=True)
-            for i in range(max(1, workers))
+            threading.Thread(
+                target=self._work, args=(i,), name=f"local-runtime-worker-{i}", daemon=True
+            )
+            for i in range(self.workers)
         ]
         self.paused = threading.Event()  # set: workers take no new job (tests hold jobs QUEUED)
 
@@ -170,6 +178,18 @@ class JobRunner:
     def submit(self, job_id: str) -> None:
         self._queue.put(job_id)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def aborted(self, job_id: str) -> bool:
+        """True when a running job's work should stop: it is no longer RUNNING (cancelled,
+        deleted) or the runner stops (the job stays RUNNING and is re-queued on restart)."""
+        if self._stopping.is_set():
+            return True
+        record = self._store.get(job_id)
+        return record is None or record.status != RUNNING
+
     def stop(self) -> None:
         self._stopping.set()
         for _ in self._threads:
@@ -177,21 +197,50 @@ class JobRunner:
         for thread in self._threads:
             thread.join(10)
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
         while not self._stopping.is_set():
             job_id = self._queue.get()
             if job_id is None:
                 return
             while self.paused.is_set() and not self._stopping.is_set():
                 time.sleep(0.05)
+            if self._stopping.is_set():
+                return
             record = self._store.update(job_id, _start)
             if record is None or record.status != RUNNING:
                 continue  # cancelled or deleted while queued
             try:
-                result, seconds, lines = self._execute(record)
+                result, seconds, lines = self._execute(
+                    record, index, functools.partial(self.aborted, job_id)
+                )
+            except JobAborted:
+                log.info("job_aborted", job_id=job_id)
+                continue
+            except JobFailure as failure:
+                log.info("job_failed", job_id=job_id, error=str(failure), code=failure.code)
+                self._store.update(
+                    job_id,
+                    functools.partial(
+                        _fail, message=str(failure), reason=failure.reason, code=failure.code
+                    ),
+                )
+                continue
             except Exception as error:
-                log.info("job_failed", job_id=job_id, error=str(error))
-                self._store.update(job_id, functools.partial(_fail, error=error))
+                if self._stopping.is_set():  # torn down mid-run: re-queued on restart
+                    log.info("job_aborted", job_id=job_id, error=str(error))
+                    continue
+                message = str(error) or type(error).__name__
+                log.info("job_failed", job_id=job_id, error=message)
+                self._store.update(
+                    job_id,
+                    functools.partial(
+                        _fail,
+                        message=message,
+                        reason=f"Error running the program: {message}",
+                        code=1000,
+                        kind=type(error).__name__,
+                    ),
+                )
                 continue
             self._store.update(
                 job_id, functools.partial(_complete, result=result, seconds=seconds, lines=lines)
@@ -225,16 +274,15 @@ def _complete(record: JobRecord, result: str, seconds: float, lines: list[str]) 
     return True
 
 
-def _fail(record: JobRecord, error: Exception) -> bool:
+def _fail(record: JobRecord, message: str, reason: str, code: int, kind: str = "JobError") -> bool:
     if record.status != RUNNING:
         return False
-    message = str(error) or type(error).__name__
     record.add_log(f"Job failed: {message}", "ERROR")
     record.status = FAILED
-    record.reason = f"Error running the program: {message}"
-    record.reason_code = 1000
+    record.reason = reason
+    record.reason_code = code
     record.finished = now_iso()
-    record.result = f"Traceback (most recent call last):\n{type(error).__name__}: {message}\n"
+    record.result = f"Traceback (most recent call last):\n{kind}: {message}\n"
     return True
 
 

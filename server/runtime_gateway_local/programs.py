@@ -83,7 +83,7 @@ def _check_isa(circuit: Any, backend: BackendEntry) -> None:
         )
     if backend.simulator:
         return
-    with backend.run_lock:
+    with backend.model_lock:
         target = backend.fake_backend.target
     dynamic = "dynamic_circuits" in backend.configuration.get("supported_features", [])
     for instruction in circuit.data:
@@ -109,7 +109,7 @@ def _check_isa(circuit: Any, backend: BackendEntry) -> None:
 # qiskit 2.6's `qpy.load` crashes the process (SIGSEGV) when it runs in a new thread after
 # an earlier thread that loaded QPY has exited, which is what a thread-per-connection HTTP
 # server does on every request (reproduced here; no upstream report found). All decoding
-# therefore runs on one long-lived thread; execution already runs on long-lived workers.
+# therefore runs on one long-lived thread; execution runs in worker processes (worker.py).
 _DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qiskit-decoder")
 
 
@@ -176,8 +176,11 @@ def _prepare(program_id: str, params_text: str, backend: BackendEntry) -> Prepar
 
 
 def execute(job: PreparedJob, backend: BackendEntry) -> ExecutionResult:
-    """Runs a prepared job on Aer (with the device's noise model) and encodes the result."""
-    with backend.run_lock:
+    """Runs a prepared job on Aer (with the device's noise model) and encodes the result.
+
+    Called in a simulation worker process (`worker.py`), one job at a time.
+    """
+    with backend.model_lock:
         return _execute_locked(job, backend)
 
 

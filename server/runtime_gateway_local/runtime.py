@@ -17,15 +17,25 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import structlog
 
-from runtime_gateway_local import auth_routes, programs, runtime_routes
+from runtime_gateway_local import auth_routes, runtime_routes
 from runtime_gateway_local.auth import Authenticator
 from runtime_gateway_local.backends import BackendCatalog
+from runtime_gateway_local.execution import (
+    CODE_EXECUTION,
+    DEFAULT_JOB_MEMORY_MB,
+    POLL_SECONDS,
+    JobAborted,
+    JobFailure,
+    WorkerPool,
+    memory_failure,
+)
 from runtime_gateway_local.faults import DROP, FaultConfig, FaultInjector, RequestLog
 from runtime_gateway_local.http import (
     Dispatcher,
@@ -51,7 +61,8 @@ class LocalRuntimeSettings:
     port: int = 0
     token: str | None = None  # None: a random token
     data_dir: str | None = None  # None: jobs in memory only
-    workers: int = 2
+    workers: int = 2  # jobs run at once, each in a simulation worker process
+    job_memory_mb: int = DEFAULT_JOB_MEMORY_MB  # a job using more fails (IBM code 1002)
     token_ttl_seconds: int = 3600
     job_rate_limit_per_minute: int = 0  # IBM: 5; 0 turns the limit off
     usage_limit_seconds: int | None = None  # instance usage limit (409 when reached)
@@ -72,8 +83,8 @@ class LocalRuntime(Dispatcher):
         self.instances: Instances = default_instances(self.settings.usage_limit_seconds)
         self.catalog = BackendCatalog(self.settings.devices)
         self.store = JobStore(self.settings.data_dir)
-        self.prepared: dict[str, programs.PreparedJob] = {}
         self.runner = JobRunner(self.store, self._execute, self.settings.workers)
+        self.pool = WorkerPool(self.runner.workers, self.settings.devices)
         self.faults = FaultInjector()
         self.min_job_seconds = 0.0  # PUT /_local/execution {"min_seconds": S}
         self.requests = RequestLog()
@@ -97,7 +108,8 @@ class LocalRuntime(Dispatcher):
     def stop(self) -> None:
         if self._http is not None:
             self._http.stop()
-        self.runner.stop()
+        self.runner.stop()  # running jobs see `aborted`: their workers are killed
+        self.pool.close()
 
     def __enter__(self) -> LocalRuntime:
         return self.start()
@@ -133,20 +145,42 @@ class LocalRuntime(Dispatcher):
         }
 
     # --- jobs ----------------------------------------------------------------------------
-    def _execute(self, record: JobRecord) -> tuple[str, float, list[str]]:
+    def _execute(
+        self, record: JobRecord, index: int, aborted: Callable[[], bool]
+    ) -> tuple[str, float, list[str]]:
+        """Runs a job in runner `index`'s simulation worker process (see `execution.py`)."""
         started = time.monotonic()
         backend = self.catalog.get(record.backend)
         if backend is None:
             raise RuntimeError(f"backend {record.backend} is no longer available")
-        prepared = self.prepared.pop(record.id, None) or programs.prepare(
-            record.program_id, record.params, backend
-        )
-        outcome = programs.execute(prepared, backend)
+        task = {
+            "program_id": record.program_id,
+            "params": record.params,
+            "backend": record.backend,
+            "max_memory_mb": self.settings.job_memory_mb,
+        }
+        # A device runs one job at a time, like the real one; a job cancelled while it waits
+        # for the device gives up its runner at once.
+        while not backend.run_lock.acquire(timeout=POLL_SECONDS):
+            if aborted():
+                raise JobAborted
+        try:
+            if aborted():
+                raise JobAborted
+            reply = self.pool.run(index, task, aborted, self.settings.job_memory_mb)
+        finally:
+            backend.run_lock.release()
+        if not reply.get("ok"):
+            message = str(reply.get("message") or "the simulation failed")
+            if reply.get("kind") == "memory":
+                raise memory_failure(self.settings.job_memory_mb, message)
+            raise JobFailure(message, f"Error running the program: {message}", CODE_EXECUTION)
         # Real devices take seconds: an optional floor keeps jobs observably RUNNING.
-        remaining = self.min_job_seconds - (time.monotonic() - started)
-        if remaining > 0:
-            time.sleep(remaining)
-        return outcome.result_json, outcome.quantum_seconds, outcome.log_lines
+        while (remaining := self.min_job_seconds - (time.monotonic() - started)) > 0:
+            if aborted():
+                raise JobAborted
+            time.sleep(min(0.05, remaining))
+        return str(reply["result"]), float(reply["seconds"]), list(reply["lines"])
 
     # --- dispatch ------------------------------------------------------------------------
     def _service(self, request: Request) -> tuple[str, str]:

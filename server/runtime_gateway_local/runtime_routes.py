@@ -350,7 +350,6 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
                 )
             record.session_id = record.id
         record.add_log(f"Job {record.id} queued on {backend_name}")
-        rt.prepared[record.id] = prepared
         rt.store.add(record)
         rt.runner.submit(record.id)
         answer: dict[str, Any] = {"id": record.id, "backend": backend_name}
@@ -505,7 +504,6 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
                 409, f"Job {record.id} must be in a terminal state to be deleted.", "1214"
             )
         rt.store.delete(record.id)
-        rt.prepared.pop(record.id, None)
         return Response.empty()
 
     router.add("runtime", "POST", "/jobs", create_job)

@@ -8,7 +8,7 @@ worker that dies, and on SIGTERM/SIGINT drains them all.
 What workers share and what they do not:
 - shared (the state directory): RunJob request ids and the page-token key, so a retry or
   the next page may reach any worker; server-held account files (locked as always); the
-  embedded local runtime, which runs in the supervisor.
+  embedded local runtime, which the supervisor starts as its own child process.
 - per worker: caches, job watchers and the per-account poll budget (the supervisor gives
   each worker its share of --watch-account-rps). A job watched through two workers is polled
   by both.
