@@ -6,7 +6,9 @@
   reconnects to another worker still returns the first job.
 
 The directory is private (0700) and its files 0600: the key signs tokens, and the request
-ids are derived from account credentials.
+ids are derived from account credentials. The SQLite database is created 0600 before SQLite
+opens it (`idempotency.create_private`), whatever the umask; SQLite gives its -wal and -shm
+files the database's mode.
 """
 
 from __future__ import annotations
