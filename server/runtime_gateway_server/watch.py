@@ -8,7 +8,14 @@
   slow client gets the newest state), never drops a terminal one, and never blocks a
   watcher: publishing is a list append on the event loop.
 - Upstream requests per account are capped by a token bucket; 429, 5xx and connection
-  errors back off and retry without ending any stream.
+  errors back off and retry without ending any stream. Anything else ends streams instead
+  of leaving them open on heartbeats: a 401/403 ends the subscribers of the account that
+  lost access (others carry on with their own account), NOT_FOUND and errors that persist
+  (`give_up_after` attempts in a row: 400, unreadable answers, an unknown job state) end
+  every subscriber of the job with the mapped status.
+- Every task started for a stream (its discovery loop, a late result delivery) belongs to
+  its `Subscriber` and is cancelled when the stream ends; a watcher stops when its last
+  subscriber leaves.
 - `WatchHub` is the registry behind a small interface (subscribe / unsubscribe / shutdown);
   a later step can share watchers between gateway replicas behind the same calls.
 """
@@ -18,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +33,16 @@ from typing import Any
 import grpc
 import structlog
 
-from runtime_gateway_server.errors import GatewayError
+from runtime_gateway_server.errors import GatewayError, invalid_argument
 from runtime_gateway_server.ibm import AccountClient
 from runtime_gateway_server.jobs import FINAL_STATES, JobOperations, state_of
+from runtime_gateway_server.limits import (
+    MAX_JOB_IDS,
+    check_id,
+    check_name,
+    check_tags,
+    excerpt,
+)
 from runtime_gateway_server.upstream import Deadline
 
 log = structlog.get_logger("runtime_gateway_server.watch")
@@ -44,6 +58,67 @@ class WatchSettings:
     memory_jobs: int = 100_000  # jobs whose last revision is remembered after their watch
     discovery_interval: float = 2.0  # WatchJobs: how often filters look for new jobs
     request_timeout: float = 30.0  # one upstream request of a watcher
+    give_up_after: int = 5  # attempts in a row failing permanently (400, unknown state...)
+    max_stream_jobs: int = MAX_JOB_IDS  # jobs one WatchJobs stream may follow in its life
+    max_accounts: int = 10_000  # per-account rate limiters kept (least recently used go)
+
+
+# Errors that say "try again later": retried without ending any stream.
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+# Errors that say "this account may not (any longer) read this job".
+ACCESS_LOST = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+
+
+def check_watch_job(job_id: str, resume_after_revision: int) -> None:
+    """WatchJob's request, refused (INVALID_ARGUMENT naming the field) before any upstream
+    call: the job id goes into IBM's URL path."""
+    check_id("job_id", job_id)
+    if resume_after_revision < 0:
+        raise invalid_argument("resume_after_revision", "must not be negative")
+
+
+def check_watch_jobs(
+    job_ids: list[str], tags: list[str], session_id: str, backend: str, resume: dict[str, int]
+) -> None:
+    """WatchJobs' request, refused (INVALID_ARGUMENT naming the field) before any upstream
+    call: at most MAX_JOB_IDS ids in IBM's alphabet, bounded tags, a session id and backend
+    name that fit IBM's URLs, and resume entries only for jobs the stream may follow (the
+    ids given, or any valid id when a filter discovers jobs), at most MAX_JOB_IDS of them."""
+    if len(job_ids) > MAX_JOB_IDS:
+        raise invalid_argument(
+            "job_ids", f"has {len(job_ids)} entries; at most {MAX_JOB_IDS} are allowed"
+        )
+    for index, job_id in enumerate(job_ids):
+        check_id(f"job_ids[{index}]", job_id)
+    check_tags("tags", tags)
+    check_id("session_id", session_id, required=False)
+    check_name("backend", backend)
+    filtered = bool(tags or session_id or backend)
+    if not (job_ids or filtered):
+        raise invalid_argument(
+            "job_ids", "give job ids or at least one filter (tags, session_id, backend)"
+        )
+    if len(resume) > MAX_JOB_IDS:
+        raise invalid_argument(
+            "resume_after_revisions",
+            f"has {len(resume)} entries; at most {MAX_JOB_IDS} are allowed",
+        )
+    given = set(job_ids)
+    for job_id, revision in resume.items():
+        check_id("resume_after_revisions", job_id)
+        if not filtered and job_id not in given:
+            raise invalid_argument(
+                "resume_after_revisions", f"names job {excerpt(job_id)}, which is not in job_ids"
+            )
+        if revision < 0:
+            raise invalid_argument("resume_after_revisions", "must not be negative")
 
 
 @dataclass
@@ -72,8 +147,9 @@ def heartbeat_update(job_id: str, revision: int) -> Update:
     key = (job_id, revision, now)
     found = _HEARTBEATS.get(key)
     if found is None:
-        if len(_HEARTBEATS) > 100_000 or any(k[2] != now for k in list(_HEARTBEATS)[:1]):
-            _HEARTBEATS.clear()  # keep only the current second
+        oldest = next(iter(_HEARTBEATS), None)
+        if len(_HEARTBEATS) >= 100_000 or (oldest is not None and oldest[2] != now):
+            _HEARTBEATS.clear()  # keep only the current second (and at most 100k of it)
         found = _HEARTBEATS[key] = Update(job_id, revision, "heartbeat", observed=float(now))
     return found
 
@@ -112,6 +188,11 @@ class Subscriber:
         self._wake = asyncio.Event()
         self.closed: GatewayError | None = None
         self.finished = False  # single-job stream: the terminal update was queued
+        self.account = ""  # key of the stream's account (one account per stream)
+        self.watches: dict[str, JobWatch] = {}  # job id -> the watcher it is attached to
+        self.tasks: set[asyncio.Task[Any]] = set()  # started for this stream, end with it
+        self.gone = False  # the stream ended: nothing may be started for it any more
+        self._ended = asyncio.Event()  # set by close()
 
     def offer(self, update: Update) -> None:
         if update.kind != "heartbeat" and update.revision <= self.sent.get(update.job_id, 0):
@@ -135,9 +216,26 @@ class Subscriber:
         self._wake.set()
 
     def close(self, error: GatewayError | None) -> None:
-        self.closed = error
+        if self.closed is None:  # the first reason to end is the one the client gets
+            self.closed = error
         self.finished = True
         self._wake.set()
+        self._ended.set()
+
+    async def until_closed(self, work: Awaitable[Any]) -> None:
+        """Runs `work` (attaching the stream) unless the subscriber is closed first (the
+        gateway shuts down): then `work` is cancelled, so an upstream request in flight
+        never holds a stream past the shutdown grace."""
+        task = asyncio.ensure_future(work)
+        closed = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not task.done():
+                task.cancel()
+        if task.done() and not task.cancelled():
+            task.result()  # its error, if any
 
     async def updates(self, heartbeat: float) -> AsyncIterator[Update]:
         """Yields updates until the single job ends or the subscriber is closed."""
@@ -193,10 +291,12 @@ class JobWatch:
         self.log_length = 0
         self.done = False
         self.task: asyncio.Task[None] | None = None
+        self.unknown_states = 0  # observations in a row of a state IBM has not documented
 
     # --- subscribers ------------------------------------------------------------------------
     def attach(self, sub: Subscriber, resume_after: int) -> None:
         sub.sent[self.job_id] = resume_after
+        sub.watches[self.job_id] = self
         self.subscribers.add(sub)
         self.want_result |= sub.want_result
         self.want_logs |= sub.want_interim
@@ -204,7 +304,7 @@ class JobWatch:
             return  # the first observation reaches it
         if self.current.terminal and sub.want_result and self.current.revision > resume_after:
             if state_of(self.current.job or {}) == "COMPLETED" and not self.result_json:
-                self.hub.spawn(self._deliver_with_result(sub))
+                self.hub.spawn(self._deliver_with_result(sub), owner=sub)
                 return
         missed = [u for u in self.history if u.revision > resume_after]
         if resume_after and missed and missed[0].revision == resume_after + 1:
@@ -219,6 +319,8 @@ class JobWatch:
 
     def detach(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        if sub.watches.get(self.job_id) is self:
+            del sub.watches[self.job_id]
         if not self.subscribers and self.task is not None and not self.done:
             self.task.cancel()  # the last subscriber left: stop polling
 
@@ -260,9 +362,29 @@ class JobWatch:
                 if job is None:
                     job = await self._fetch()
                     if job is None:  # gone, or every subscriber lost access
+                        if self.subscribers:  # never leave one waiting on heartbeats
+                            self._end(
+                                GatewayError(
+                                    grpc.StatusCode.PERMISSION_DENIED,
+                                    "UPSTREAM_PERMISSION_DENIED",
+                                    f"no subscriber's account may read job {self.job_id} any more",
+                                )
+                            )
                         return
                 changed_before = self.revision
                 state = state_of(job)
+                self.unknown_states = 0 if state else self.unknown_states + 1
+                if self.unknown_states >= settings.give_up_after:
+                    raw = (job.get("state") or {}).get("status") or job.get("status")
+                    self._end(
+                        GatewayError(
+                            grpc.StatusCode.UNKNOWN,
+                            "UPSTREAM_ERROR",
+                            f"IBM keeps reporting job {self.job_id} in a state the gateway "
+                            f"does not know: {str(raw)[:40]!r}",
+                        )
+                    )
+                    return
                 if state == "COMPLETED" and self.want_result and not job.get("private"):
                     await self._fetch_result()  # before the terminal update: it carries it
                 terminal = self.observe(job)
@@ -278,18 +400,37 @@ class JobWatch:
                 await asyncio.sleep(interval)
         except asyncio.CancelledError:
             pass
+        except Exception:  # a bug must not leave the streams open on heartbeats
+            log.exception("watch_failed", job_id=self.job_id)
+            self._end(
+                GatewayError(
+                    grpc.StatusCode.INTERNAL,
+                    "UPSTREAM_ERROR",
+                    f"watching job {self.job_id} failed in the gateway",
+                )
+            )
         finally:
             self.done = True
             self.hub.retire(self)
 
-    async def _call(self, work: Callable[[AccountClient, Deadline], Any]) -> Any:
-        """One upstream call with the account's rate limit and retries that never give up
-        on transient errors (the streams stay open); None when no subscriber may see the job."""
-        delay = self.hub.settings.fast_interval
-        while self.clients:
+    async def _call(
+        self, work: Callable[[AccountClient, Deadline], Any], *, essential: bool = True
+    ) -> Any:
+        """One upstream call with the account's rate limit. Transient errors (429, 5xx,
+        connection) are retried without end, the streams staying open. A 401/403 ends the
+        subscribers of the account that got it and the call goes on with another
+        subscriber's account; None when no subscriber is left. NOT_FOUND, and other errors
+        once they failed `give_up_after` attempts in a row, are raised.
+
+        `essential=False` (logs, results): a 401/403 is raised like any other error and
+        ends no stream; the job's own polls decide about access."""
+        settings = self.hub.settings
+        delay = settings.fast_interval
+        failures = 0
+        while self.clients and self.subscribers:
             account_key, client = next(iter(self.clients.items()))
             await self.hub.limiter(account_key).acquire()
-            deadline = Deadline.after(self.hub.settings.request_timeout)
+            deadline = Deadline.after(settings.request_timeout)
             try:
                 return await asyncio.get_running_loop().run_in_executor(
                     self.hub.executor, work, client, deadline
@@ -297,17 +438,48 @@ class JobWatch:
             except GatewayError as error:
                 if error.code == grpc.StatusCode.NOT_FOUND:
                     raise
-                if error.code in (
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                ):
-                    self.clients.pop(account_key, None)  # try another subscriber's account
+                if error.code in ACCESS_LOST:
+                    if not essential:
+                        raise
+                    self._lose_access(account_key, error)
                     continue
+                if error.code not in TRANSIENT:
+                    failures += 1
+                    if failures >= settings.give_up_after:
+                        raise
                 wait = error.retry_after if error.retry_after is not None else delay
                 log.debug("watch_retry", job_id=self.job_id, code=error.code.name, wait=wait)
-                await asyncio.sleep(wait)
-                delay = min(self.hub.settings.max_interval, delay * 2)
+            except Exception as error:  # an answer that could not be read (not JSON...)
+                failures += 1
+                log.warning("watch_bad_answer", job_id=self.job_id, error=type(error).__name__)
+                if failures >= settings.give_up_after:
+                    raise GatewayError(
+                        grpc.StatusCode.UNKNOWN,
+                        "UPSTREAM_ERROR",
+                        f"IBM's answers about job {self.job_id} could not be read",
+                    ) from error
+                wait = delay
+            await asyncio.sleep(wait)
+            delay = min(settings.max_interval, delay * 2)
         return None
+
+    def _lose_access(self, account_key: str, error: GatewayError) -> None:
+        """The account may no longer read the job: its subscribers end (a WatchJobs stream
+        loses this job with an error update, unless its credentials are rejected outright),
+        the others keep the watcher with their own accounts."""
+        self.clients.pop(account_key, None)
+        self.hub.forget_grant(account_key, self.job_id)  # the next subscriber is re-checked
+        log.info("watch_access_lost", job_id=self.job_id, code=error.code.name)
+        for sub in list(self.subscribers):
+            if sub.account != account_key:
+                continue
+            self.subscribers.discard(sub)
+            if sub.watches.get(self.job_id) is self:
+                del sub.watches[self.job_id]
+            if sub.single_job or error.code == grpc.StatusCode.UNAUTHENTICATED:
+                sub.close(error)
+            else:
+                sub.offer(self._error_update(error))
 
     async def _fetch(self) -> dict[str, Any] | None:
         try:
@@ -322,7 +494,8 @@ class JobWatch:
     async def _logs(self) -> None:
         try:
             text: str | None = await self._call(
-                lambda client, deadline: self.hub.jobs.logs(client, self.job_id, deadline)
+                lambda client, deadline: self.hub.jobs.logs(client, self.job_id, deadline),
+                essential=False,
             )
         except GatewayError:
             return
@@ -336,7 +509,8 @@ class JobWatch:
             return
         try:
             self.result_json = await self._call(
-                lambda client, deadline: self.hub.jobs.result(client, self.job_id, deadline)
+                lambda client, deadline: self.hub.jobs.result(client, self.job_id, deadline),
+                essential=False,
             )
         except GatewayError as error:  # the terminal state still goes out, without a result
             log.info("watch_result_failed", job_id=self.job_id, error=error.message)
@@ -349,20 +523,22 @@ class JobWatch:
         if sub.single_job:
             sub.finished = True
 
+    def _error_update(self, error: GatewayError) -> Update:
+        return Update(self.job_id, self.revision + 1, "error", reason=error.reason,
+                      text=error.message)  # fmt: skip
+
     def _end(self, error: GatewayError) -> None:
+        """The watcher gives up: single-job streams end with `error`, WatchJobs streams get
+        an error update for this job and go on with their other jobs."""
+        log.info("watch_ended", job_id=self.job_id, code=error.code.name, reason=error.reason)
         for sub in list(self.subscribers):
             if sub.single_job:
                 sub.close(error)
             else:
-                sub.offer(
-                    Update(
-                        self.job_id,
-                        self.revision + 1,
-                        "error",
-                        reason=error.reason,
-                        text=error.message,
-                    )
-                )
+                sub.offer(self._error_update(error))
+            if sub.watches.get(self.job_id) is self:
+                del sub.watches[self.job_id]
+        self.subscribers.clear()  # each was told once; the watcher stops
 
 
 class WatchHub:
@@ -376,7 +552,7 @@ class WatchHub:
         self.settings = settings or WatchSettings()
         self.watches: dict[tuple[str, str], JobWatch] = {}
         self.memory: OrderedDict[tuple[str, str], _Memory] = OrderedDict()
-        self._limiters: dict[str, RateLimiter] = {}
+        self._limiters: OrderedDict[str, RateLimiter] = OrderedDict()  # least recent first
         # (account, job) -> (allowed until, job is private); checks in flight
         self._allowed: OrderedDict[tuple[str, str], tuple[float, bool]] = OrderedDict()
         self._checks: dict[tuple[str, str], asyncio.Task[dict[str, Any]]] = {}
@@ -388,12 +564,36 @@ class WatchHub:
         found = self._limiters.get(account_key)
         if found is None:
             found = self._limiters[account_key] = RateLimiter(self.settings.account_rps)
+            # Bounded: per-call tokens make new accounts without end. The one dropped is
+            # the least recently used (its bucket has long refilled).
+            while len(self._limiters) > self.settings.max_accounts:
+                self._limiters.popitem(last=False)
+        else:
+            self._limiters.move_to_end(account_key)
         return found
 
-    def spawn(self, coroutine: Any) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], owner: Subscriber | None = None) -> None:
+        """Runs `coroutine` as a task; with an `owner`, the task ends with that stream."""
+        if owner is not None and owner.gone:
+            coroutine.close()  # the stream already ended
+            return
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if owner is not None:
+            owner.tasks.add(task)
+            task.add_done_callback(owner.tasks.discard)
+
+    def register(self, sub: Subscriber) -> None:
+        """A stream starts: from now on shutdown ends it, even before it attaches to a job."""
+        if self.closing:
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "the gateway is shutting down"
+            )
+        self._subscribers.add(sub)
+
+    def forget_grant(self, account_key: str, job_id: str) -> None:
+        self._allowed.pop((account_key, job_id), None)
 
     async def subscribe(
         self, client: AccountClient, job_id: str, sub: Subscriber, resume_after: int = 0
@@ -406,6 +606,7 @@ class WatchHub:
                 grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "the gateway is shutting down"
             )
         key = (client.endpoints.runtime or client.account.url, job_id)
+        sub.account = client.account.key
         first = None
         grant = (client.account.key, job_id)
         allowed = self._allowed.get(grant)
@@ -417,8 +618,13 @@ class WatchHub:
                 check = asyncio.get_running_loop().create_task(self._check(client, job_id))
                 self._checks[grant] = check
                 check.add_done_callback(lambda _: self._checks.pop(grant, None))
+                self._tasks.add(check)  # shutdown cancels it
+                check.add_done_callback(self._tasks.discard)
             first = await asyncio.shield(check)  # NOT_FOUND and friends reach every caller
-            allowed = self._allowed[grant]
+            if self.closing:
+                raise GatewayError(grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE",
+                                   "the gateway is shutting down")  # fmt: skip
+            allowed = self._allowed.get(grant) or (0.0, bool(first.get("private")))
         if sub.want_result and allowed[1]:
             raise GatewayError(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -444,13 +650,22 @@ class WatchHub:
         sub: Subscriber,
         list_jobs: Callable[[AccountClient, Deadline, bool], list[dict[str, Any]]],
         resume: dict[str, int],
+        filter_field: str = "tags",
     ) -> None:
         """WatchJobs by filter: attaches `sub` to every matching job, now and as new ones
         appear. `list_jobs(client, deadline, first)` lists candidates (pending ones first,
-        then those created since the stream started)."""
-        attached: set[str] = set()
+        then those created since the stream started). Runs as a task owned by `sub`
+        (`spawn(..., owner=sub)`), so it ends with the stream.
+
+        Ends the stream: INVALID_ARGUMENT naming `filter_field` when IBM rejects the filter
+        (a 400 at once, other non-transient errors once they persist `give_up_after` rounds
+        in a row); the error itself on 401/403; RESOURCE_EXHAUSTED (GATEWAY_OVERLOADED) when the
+        stream would follow more than `max_stream_jobs` jobs (reconnecting starts afresh
+        from the jobs still pending)."""
+        attached: set[str] = set(sub.sent)  # the job ids given explicitly
         first = True
-        while not sub.finished and not self.closing:
+        failures = 0
+        while not sub.finished and not sub.gone and not self.closing:
             await self.limiter(client.account.key).acquire()
             try:
                 found = await asyncio.get_running_loop().run_in_executor(
@@ -460,28 +675,45 @@ class WatchHub:
                     Deadline.after(self.settings.request_timeout),
                     first,
                 )
+                failures = 0
             except GatewayError as error:
-                final = (
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                )
-                if error.code in final:
+                if error.code in ACCESS_LOST:
                     sub.close(error)
                     return
-                found = []  # transient: try again at the next round
+                if error.code not in TRANSIENT:
+                    # The filter is all the caller puts in this request: a 400 blames it at
+                    # once, other refusals (414 for a URL too long...) once they persist.
+                    failures += 1
+                    if (
+                        error.code == grpc.StatusCode.INVALID_ARGUMENT
+                        or failures >= self.settings.give_up_after
+                    ):
+                        refused = f"IBM refused the job list for this filter: {error.message}"
+                        sub.close(invalid_argument(filter_field, refused))
+                        return
+                found = []  # try again at the next round
             for job in found:
-                job_id = str(job.get("id"))
-                if job_id and job_id not in attached:
-                    attached.add(job_id)
-                    try:
-                        await self.subscribe(client, job_id, sub, resume.get(job_id, 0))
-                    except GatewayError as error:
-                        sub.offer(
-                            Update(
-                                job_id, 1 << 62, "error", reason=error.reason, text=error.message
-                            )
-                        )
+                job_id = str(job.get("id") or "")
+                if not job_id or job_id in attached:
+                    continue
+                if len(attached) >= self.settings.max_stream_jobs:
+                    sub.close(GatewayError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "GATEWAY_OVERLOADED",
+                        f"the filter matches more than {self.settings.max_stream_jobs} jobs, "
+                        "the most one stream follows; narrow it, or reconnect to follow "
+                        "the jobs still pending",
+                    ))  # fmt: skip
+                    return
+                attached.add(job_id)
+                try:
+                    await self.subscribe(client, job_id, sub, resume.get(job_id, 0))
+                except GatewayError as error:
+                    if error.code == grpc.StatusCode.UNAUTHENTICATED:
+                        sub.close(error)  # the credentials are gone, not just this job
+                        return
+                    sub.offer(
+                        Update(job_id, 1 << 62, "error", reason=error.reason, text=error.message)
+                    )
             first = False
             await asyncio.sleep(self.settings.discovery_interval)
 
@@ -505,16 +737,30 @@ class WatchHub:
         return job
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        """The stream ended: its tasks stop, and so does every watcher it was the last
+        subscriber of."""
+        sub.gone = True
         self._subscribers.discard(sub)
-        for watch in list(self.watches.values()):
-            if sub in watch.subscribers:
-                watch.detach(sub)
+        for task in list(sub.tasks):
+            task.cancel()
+        for watch in list(sub.watches.values()):
+            watch.detach(sub)
+        sub.watches.clear()
 
     def retire(self, watch: JobWatch) -> None:
         if self.watches.get(watch.key) is watch:
             del self.watches[watch.key]
+        for sub in watch.subscribers:  # they keep no reference to a finished watcher
+            if sub.watches.get(watch.job_id) is watch:
+                del sub.watches[watch.job_id]
         if watch.current is not None:
-            self.memory[watch.key] = _Memory(watch.revision, watch.state_key, watch.current)
+            # Without the result and the messages built from it: `memory` holds up to
+            # `memory_jobs` entries, so each stays small (a later subscriber that asks for
+            # the result gets it read again, see `JobWatch.attach`).
+            snapshot = watch.current
+            if snapshot.result_json or snapshot.responses:
+                snapshot = Update(**{**snapshot.__dict__, "result_json": "", "responses": {}})
+            self.memory[watch.key] = _Memory(watch.revision, watch.state_key, snapshot)
             self.memory.move_to_end(watch.key)
             while len(self.memory) > self.settings.memory_jobs:
                 self.memory.popitem(last=False)
