@@ -5,13 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-NODE_STAMP := tests/node/node_modules/.installed
+TS_DIR := clients/typescript
+TS_STAMP := $(TS_DIR)/node_modules/.installed
 SDK021 := .venv-sdk021
 SDK021_STAMP := $(SDK021)/.installed
 # buf breaking compares against this git ref (e.g. AGAINST='.git#tag=v0.1.0').
 AGAINST ?= .git\#branch=main
 
-.PHONY: install demo test test-fast proto proto-check proto-lint proto-breaking lint node-deps sdk021-venv system-deps bench-deps clean
+.PHONY: install demo test test-fast proto proto-deps proto-check proto-lint proto-breaking lint ts-deps go-deps sdk021-venv system-deps bench-deps clean
 
 install: $(STAMP)
 
@@ -33,11 +34,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[server,local,dev]'
 	touch $(STAMP)
 
-$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json | system-deps
-	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
-	touch $(NODE_STAMP)
+# The TypeScript client's toolchain (ts-proto, tsc) and runtime (@grpc/grpc-js), from its lockfile.
+$(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json | system-deps
+	npm ci --prefix $(TS_DIR) --no-audit --no-fund --loglevel=error
+	touch $(TS_STAMP)
 
-node-deps: $(NODE_STAMP)
+ts-deps: $(TS_STAMP)
+
+# Go, the Go protoc plugins and grpc-go from Debian, installed only when missing. Go modules
+# cannot be downloaded here: the Go client builds in GOPATH mode against /usr/share/gocode.
+# golang-github-golang-protobuf-1-5-dev: without it the protobuf 1.3 runtime panics.
+GO_DEBS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
+	golang-google-genproto-dev golang-github-golang-protobuf-1-5-dev
+go-deps:
+	@missing=$$(for p in $(GO_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	  | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing $$missing (Debian)"; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
+
+# Everything tools/genproto.py runs besides grpcio-tools' protoc.
+proto-deps: $(STAMP) ts-deps go-deps
 
 # The 0.21 SDK (qiskit<1.1) cannot share a virtualenv with the newest one.
 $(SDK021_STAMP): tests/compat/sdk021/requirements.txt
@@ -48,11 +64,12 @@ $(SDK021_STAMP): tests/compat/sdk021/requirements.txt
 
 sdk021-venv: $(SDK021_STAMP)
 
-# Regenerate the Python stubs and type stubs from protos/.
-proto: $(STAMP)
+# Regenerate every generated file from protos/: the Python stubs, the documented descriptor
+# set reflection serves, the Go client and the TypeScript client (see tools/genproto.py).
+proto: proto-deps
 	$(PY) tools/genproto.py
 
-proto-check: $(STAMP)
+proto-check: proto-deps
 	$(PY) tools/genproto.py --check
 
 proto-lint: $(STAMP)
@@ -71,7 +88,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP) node-deps sdk021-venv proto-check proto-lint lint
+test: $(STAMP) ts-deps go-deps sdk021-venv proto-check proto-lint lint
 	$(PY) -m pytest
 
 # The suite without the installs and static checks (for a quick loop).
@@ -79,4 +96,4 @@ test-fast:
 	$(PY) -m pytest -x -q
 
 clean:
-	rm -rf $(VENV) $(SDK021) tests/node/node_modules .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(SDK021) $(TS_DIR)/node_modules $(TS_DIR)/dist .pytest_cache .ruff_cache .mypy_cache

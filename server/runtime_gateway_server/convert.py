@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
+from runtime_gateway_server import results
 from runtime_gateway_server.accounts import Account
 from runtime_gateway_server.backends import Backend, Status
 from runtime_gateway_server.ibm import Instance
@@ -235,6 +236,8 @@ def job_update(update: Any) -> jobs_pb2.JobUpdate:
                 job=job(update.job or {}), terminal=update.terminal, result_json=update.result_json
             )
         )
+        if update.result_json:  # the subscriber asked for the result: also in typed form
+            message.state.typed_result.CopyFrom(results.decode(update.result_json, counts=True))
     elif update.kind == "log":
         message.log.CopyFrom(jobs_pb2.JobLogChunk(text=update.text))
     elif update.kind == "error":

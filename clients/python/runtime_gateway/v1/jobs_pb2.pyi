@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from runtime_gateway.v1 import results_pb2 as _results_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -183,16 +184,20 @@ class CancelJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class GetJobResultRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "result_options")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    result_options: _results_pb2.ResultOptions
+    def __init__(self, job_id: _Optional[str] = ..., result_options: _Optional[_Union[_results_pb2.ResultOptions, _Mapping]] = ...) -> None: ...
 
 class GetJobResultResponse(_message.Message):
-    __slots__ = ("result_json",)
+    __slots__ = ("result_json", "typed_result")
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TYPED_RESULT_FIELD_NUMBER: _ClassVar[int]
     result_json: str
-    def __init__(self, result_json: _Optional[str] = ...) -> None: ...
+    typed_result: _results_pb2.TypedResult
+    def __init__(self, result_json: _Optional[str] = ..., typed_result: _Optional[_Union[_results_pb2.TypedResult, _Mapping]] = ...) -> None: ...
 
 class GetJobLogsRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -308,14 +313,16 @@ class JobUpdate(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., revision: _Optional[int] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobStateUpdate, _Mapping]] = ..., interim_result: _Optional[_Union[JobInterimResult, _Mapping]] = ..., log: _Optional[_Union[JobLogChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[JobHeartbeat, _Mapping]] = ..., error: _Optional[_Union[JobStreamError, _Mapping]] = ...) -> None: ...
 
 class JobStateUpdate(_message.Message):
-    __slots__ = ("job", "terminal", "result_json")
+    __slots__ = ("job", "terminal", "result_json", "typed_result")
     JOB_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TYPED_RESULT_FIELD_NUMBER: _ClassVar[int]
     job: Job
     terminal: bool
     result_json: str
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., terminal: _Optional[bool] = ..., result_json: _Optional[str] = ...) -> None: ...
+    typed_result: _results_pb2.TypedResult
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., terminal: _Optional[bool] = ..., result_json: _Optional[str] = ..., typed_result: _Optional[_Union[_results_pb2.TypedResult, _Mapping]] = ...) -> None: ...
 
 class JobInterimResult(_message.Message):
     __slots__ = ("result_json",)
