@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ import grpc
 import structlog
 
 from runtime_gateway_server.errors import GatewayError, invalid_argument
+from runtime_gateway_server.limits import MAX_INSTANCE, check_length, excerpt
 
 log = structlog.get_logger("runtime_gateway_server.accounts")
 
@@ -78,20 +80,28 @@ class Account:
         """Checks the account as the SDK does; INVALID_ARGUMENT naming the field otherwise."""
         if self.channel not in CHANNELS:
             raise invalid_argument(
-                f"{prefix}.channel", f"must be one of {', '.join(CHANNELS)}, got {self.channel!r}"
+                f"{prefix}.channel",
+                f"must be one of {', '.join(CHANNELS)}, got {excerpt(self.channel)}",
             )
         if self.channel != "local" and (not isinstance(self.token, str) or not self.token.strip()):
             raise invalid_argument(f"{prefix}.token", "must be a non-empty string")
-        parts = urlsplit(self.url)
-        if self.channel != "local" and (parts.scheme not in ("http", "https") or not parts.netloc):
-            raise invalid_argument(f"{prefix}.url", f"must be an http(s) URL, got {self.url!r}")
+        try:
+            parts = urlsplit(self.url)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            usable = False
+        if self.channel != "local" and not usable:
+            raise invalid_argument(
+                f"{prefix}.url", f"must be an http(s) URL, got {excerpt(self.url)}"
+            )
         check_instance(self.channel, self.instance, f"{prefix}.instance")
         if self.channel_strategy is not None:
             if self.channel_strategy not in CHANNEL_STRATEGIES:
                 raise invalid_argument(
                     f"{prefix}.channel_strategy",
                     f"must be one of {', '.join(CHANNEL_STRATEGIES)}, "
-                    f"got {self.channel_strategy!r}",
+                    f"got {excerpt(self.channel_strategy)}",
                 )
             if self.channel != "ibm_cloud":
                 raise invalid_argument(
@@ -149,19 +159,31 @@ def mask(token: str) -> str:
     return "*" * (len(token) - visible) + token[len(token) - visible :]
 
 
+# crn:version:cname:ctype:service-name:location:scope:service-instance:resource-type:resource
+# The first eight fields are required; the location becomes part of the runtime's host name.
+_CRN = re.compile(
+    r"crn:[A-Za-z0-9]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[a-z0-9-]+"
+    r":[A-Za-z0-9_./-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]*:[A-Za-z0-9_./-]*"
+)
+_HGP_PART = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def check_instance(channel: str, instance: str | None, field_name: str) -> None:
     if not instance:
         return
+    check_length(field_name, instance, MAX_INSTANCE)
     if channel == "ibm_quantum":
         parts = instance.split("/")
-        if len(parts) != 3 or not all(parts):
-            raise invalid_argument(field_name, f"must be hub/group/project, got {instance!r}")
+        if len(parts) != 3 or not all(_HGP_PART.fullmatch(p) for p in parts):
+            raise invalid_argument(
+                field_name, f"must be hub/group/project, got {excerpt(instance)}"
+            )
     elif channel in ("ibm_cloud", "ibm_quantum_platform", "local"):
-        if not instance.startswith("crn:") or instance.count(":") != 9:
+        if not _CRN.fullmatch(instance):
             raise invalid_argument(
                 field_name,
                 "must be an IBM Cloud CRN (crn:v1:bluemix:public:quantum-computing:REGION:"
-                f"a/ACCOUNT:INSTANCE::), got {instance!r}",
+                f"a/ACCOUNT:INSTANCE::), got {excerpt(instance)}",
             )
 
 

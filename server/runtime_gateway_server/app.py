@@ -13,6 +13,11 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
+from runtime_gateway_server.admission import (
+    DEFAULT_MAX_INFLIGHT_BYTES,
+    AdmissionInterceptor,
+    tune_malloc,
+)
 from runtime_gateway_server.reflection import enable_reflection
 
 log = structlog.get_logger("runtime_gateway_server")
@@ -50,6 +55,8 @@ class ServeOptions:
     reuse_port: bool = False
     # Run when draining starts, before in-flight calls get their grace (streams end first).
     shutdown_hooks: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+    # Bytes of serialized requests in flight before new ones get GATEWAY_OVERLOADED.
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -87,7 +94,10 @@ class GatewayServer:
 
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
+        tune_malloc()  # large requests hand their memory back when they end
+        self.admission = AdmissionInterceptor(options.max_inflight_bytes)
         self.server = grpc.aio.server(
+            interceptors=[self.admission],
             options=[
                 # A second gateway on a busy port must fail, not silently share it; workers
                 # share their supervisor's port on purpose (it checked the port was free).
@@ -98,7 +108,7 @@ class GatewayServer:
                 ("grpc.keepalive_timeout_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
-            ]
+            ],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -16,6 +16,16 @@ import grpc
 from runtime_gateway_server.cache import TTLCache
 from runtime_gateway_server.errors import GatewayError, invalid_argument
 from runtime_gateway_server.ibm import AccountClient
+from runtime_gateway_server.limits import (
+    MAX_FILTER_ENTRIES,
+    MAX_FILTER_VALUE,
+    QUOTED_PREFIX,
+    check_length,
+    check_name,
+    excerpt,
+    json_depth_ok,
+    path_segment,
+)
 from runtime_gateway_server.upstream import Deadline, error_from_reply
 
 STATUS_FIELDS = ("backend_name", "backend_version", "operational", "pending_jobs", "status_msg")
@@ -93,7 +103,8 @@ class BackendDirectory:
                 )
             if instance not in [i.id for i in client.instances(deadline)]:
                 raise invalid_argument(
-                    "filter.instance", f"hub/group/project {instance} is not one of this account's"
+                    "filter.instance",
+                    f"hub/group/project {excerpt(instance)} is not one of this account's",
                 )
 
         def load() -> list[str]:
@@ -115,7 +126,7 @@ class BackendDirectory:
         self, client: AccountClient, name: str, deadline: Deadline
     ) -> tuple[dict[str, Any], str]:
         def load() -> tuple[dict[str, Any], str]:
-            reply = client.runtime("GET", f"/backends/{name}/configuration", deadline)
+            reply = client.runtime("GET", f"/backends/{path_segment(name)}/configuration", deadline)
             if reply.status == 404:
                 raise backend_not_found(name)
             if not reply.ok:
@@ -126,7 +137,7 @@ class BackendDirectory:
 
     def status(self, client: AccountClient, name: str, deadline: Deadline) -> Status:
         def load() -> Status:
-            reply = client.runtime("GET", f"/backends/{name}/status", deadline)
+            reply = client.runtime("GET", f"/backends/{path_segment(name)}/status", deadline)
             if reply.status == 404:
                 raise backend_not_found(name)
             if not reply.ok:
@@ -138,13 +149,16 @@ class BackendDirectory:
     def properties(
         self, client: AccountClient, name: str, deadline: Deadline, updated_before: str | None
     ) -> tuple[dict[str, Any], str] | None:
+        check_name("name", name, required=True)
         self._check_visible(client, name, deadline)
         if self.configuration(client, name, deadline)[0].get("simulator"):
             return None  # simulators have no calibration (the SDK does not ask either)
 
         def load() -> tuple[dict[str, Any], str]:
             params = {"updated_before": updated_before} if updated_before else None
-            reply = client.runtime("GET", f"/backends/{name}/properties", deadline, params=params)
+            reply = client.runtime(
+                "GET", f"/backends/{path_segment(name)}/properties", deadline, params=params
+            )
             if reply.status == 404:
                 raise backend_not_found(name)
             if not reply.ok:
@@ -164,14 +178,12 @@ class BackendDirectory:
     def get(
         self, client: AccountClient, name: str, deadline: Deadline, instance: str = ""
     ) -> Backend:
-        if not name:
-            raise invalid_argument("name", "is required")
+        check_name("name", name, required=True)
         self._check_visible(client, name, deadline, instance)
         return self.backend(client, name, deadline)
 
     def get_status(self, client: AccountClient, name: str, deadline: Deadline) -> Status:
-        if not name:
-            raise invalid_argument("name", "is required")
+        check_name("name", name, required=True)
         self._check_visible(client, name, deadline)
         return self.status(client, name, deadline)
 
@@ -188,7 +200,7 @@ class BackendDirectory:
             if key not in STATUS_FIELDS and not any(key in b.configuration for b in backends):
                 if backends:
                     raise invalid_argument(
-                        f"filter.attributes[{key}]",
+                        f"filter.attributes[{key[:QUOTED_PREFIX]}]",
                         "is neither a configuration nor a status attribute of these backends",
                     )
         return [b for b in backends if _matches(b, where)]
@@ -239,18 +251,26 @@ def backend_not_found(name: str) -> GatewayError:
     return GatewayError(
         grpc.StatusCode.NOT_FOUND,
         "BACKEND_NOT_FOUND",
-        f"No backend matches the criteria: no backend named {name!r} for this account.",
+        f"No backend matches the criteria: no backend named {excerpt(name)} for this account.",
     )
 
 
 def parse_attributes(raw: dict[str, str]) -> tuple[tuple[str, Any], ...]:
+    """`filter.attributes` values are JSON text; sizes are bounded by `limits.check_message`."""
+    if len(raw) > MAX_FILTER_ENTRIES:
+        raise invalid_argument(
+            "filter.attributes", f"has {len(raw)} entries; at most {MAX_FILTER_ENTRIES} are allowed"
+        )
     parsed = []
     for key, text in sorted(raw.items()):
+        field = f"filter.attributes[{key[:QUOTED_PREFIX]}]"
+        check_length(field, text, MAX_FILTER_VALUE)
         try:
+            if not json_depth_ok(text):
+                raise ValueError("nested too deeply")
             parsed.append((key, json.loads(text)))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise invalid_argument(
-                f"filter.attributes[{key}]",
-                f'must be JSON text (e.g. 127, true, "active"), got {text!r}',
+                field, f'must be JSON text (e.g. 127, true, "active"), got {excerpt(text)}'
             ) from None
     return tuple(parsed)

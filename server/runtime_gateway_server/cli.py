@@ -103,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         "hex digest of the key (repeatable; env RUNTIME_GATEWAY_API_KEYS, comma-separated)",
     )
     serve.add_argument(
+        "--allow-upstream",
+        action="append",
+        default=[v for v in [os.environ.get(ENV_PREFIX + "ALLOW_UPSTREAM")] if v],
+        metavar="HOST[:PORT]",
+        help="an upstream host the gateway may contact besides IBM's hosts (https only), the "
+        "local runtime and IAM_URL/GLOBAL_SEARCH_URL/GLOBAL_CATALOG_URL: HOST exactly or "
+        "*.HOST for its subdomains, over http or https, on any port unless :PORT is given "
+        "(repeatable; env RUNTIME_GATEWAY_ALLOW_UPSTREAM, comma-separated)",
+    )
+    serve.add_argument(
         "--backend-cache-seconds",
         type=float,
         default=float(_env("BACKEND_CACHE_SECONDS", "60")),
@@ -120,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=float(_env("UPSTREAM_TIMEOUT", "60")),
         help="read timeout of one HTTP call to IBM, in seconds (default: 60)",
+    )
+    serve.add_argument(
+        "--max-inflight-bytes",
+        type=int,
+        default=int(_env("MAX_INFLIGHT_BYTES", str(256 * 1024 * 1024))),
+        help="bytes of serialized requests a gateway process holds at once; beyond it calls "
+        "get RESOURCE_EXHAUSTED (GATEWAY_OVERLOADED) with a retry delay (per worker; "
+        "env RUNTIME_GATEWAY_MAX_INFLIGHT_BYTES; default: 268435456)",
     )
     serve.add_argument(
         "--watch-poll-seconds",
@@ -171,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="jobs the embedded local runtime runs at once (default: 2)",
     )
     serve.add_argument(
+        "--local-job-memory-mb",
+        type=int,
+        default=int(_env("LOCAL_JOB_MEMORY_MB", "4096")),
+        help="memory one job of the embedded local runtime may use, in MB; a job needing more "
+        "fails as IBM fails a job it cannot run (env RUNTIME_GATEWAY_LOCAL_JOB_MEMORY_MB; "
+        "default: 4096)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=int(_env("WORKERS", "1")),
@@ -217,8 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=int(_env("LOCAL_WORKERS", "2")),
-        help="jobs run at once (default: 2)",
+        help="jobs run at once, each in a simulation worker process (default: 2)",
     )
+    local.add_argument(
+        "--job-memory-mb",
+        type=int,
+        default=int(_env("LOCAL_JOB_MEMORY_MB", "4096")),
+        help="memory one job may use, in MB: Aer refuses circuits that need more and a "
+        "watchdog kills a job that grows beyond it; the job fails as IBM fails a job it "
+        "cannot run (env RUNTIME_GATEWAY_LOCAL_JOB_MEMORY_MB; default: 4096)",
+    )
+    # Set by `serve` on its embedded local runtime: stop when that gateway is gone.
+    local.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     local.add_argument(
         "--token-ttl-seconds",
         type=int,
@@ -266,12 +302,18 @@ def _serve_options(args: argparse.Namespace) -> Any:
         tls_client_ca=args.tls_client_ca,
         insecure=args.insecure,
         reuse_port=args.worker_index is not None,
+        max_inflight_bytes=args.max_inflight_bytes,
     )
 
 
 def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise OSError("--workers must be at least 1")
+    if args.max_inflight_bytes < 1:
+        raise OSError("--max-inflight-bytes must be at least 1")
+    from runtime_gateway_server.allowlist import parse_entries
+
+    parse_entries(args.allow_upstream)  # OSError for a bad entry, before anything starts
     if args.workers > 1 and args.worker_index is None:
         return _supervise(args)
     from runtime_gateway_server.app import GatewayServer, serve_until_signalled
@@ -306,10 +348,11 @@ def _serve(args: argparse.Namespace) -> int:
             account_rps=args.watch_account_rps / max(1, args.worker_count),
         ),
         state_dir=args.state_dir,
+        allow_upstream=list(args.allow_upstream),
     )
     options = _serve_options(args)
     local = _start_embedded_local_runtime(args) if args.local_runtime else None
-    upstream = LocalUpstream.of(local) if local is not None else None
+    upstream = LocalUpstream(local.base_url, local.token, local.crn) if local else None
     if worker and os.environ.get(LOCAL_UPSTREAM_ENV):  # the supervisor's local runtime
         upstream = LocalUpstream(**json.loads(os.environ[LOCAL_UPSTREAM_ENV]))
         SECRETS.add(upstream.token)
@@ -368,7 +411,8 @@ def _supervise(args: argparse.Namespace) -> int:
         local = _start_embedded_local_runtime(args) if args.local_runtime else None
         env = {}
         if local is not None:
-            env[LOCAL_UPSTREAM_ENV] = json.dumps(asdict(LocalUpstream.of(local)))
+            upstream = LocalUpstream(local.base_url, local.token, local.crn)
+            env[LOCAL_UPSTREAM_ENV] = json.dumps(asdict(upstream))
         supervisor = Supervisor(
             [*args.argv, "--state-dir", str(state_dir)],
             args.workers,
@@ -399,26 +443,36 @@ def _supervise(args: argparse.Namespace) -> int:
 
 
 def _start_embedded_local_runtime(args: argparse.Namespace) -> Any:
-    """The local runtime in-process, on loopback; None (with a warning) if it cannot run."""
+    """The local runtime as a child process (`runtime_gateway_local.embedded`), on loopback;
+    None (with a warning) if it cannot run. Its simulations never share the gateway's GIL."""
     import structlog
 
-    from runtime_gateway_local.backends import SnapshotsUnavailable
+    from runtime_gateway_local.backends import SnapshotsUnavailable, _snapshot_root
+    from runtime_gateway_local.embedded import EmbeddedLocalRuntime
     from runtime_gateway_local.main import parse_listen
-    from runtime_gateway_local.runtime import LocalRuntime, LocalRuntimeSettings
 
-    host, port = parse_listen(args.local_runtime_listen)
+    host, _ = parse_listen(args.local_runtime_listen)
     if host not in ("127.0.0.1", "::1", "localhost"):
         raise OSError("--local-runtime-listen must be a loopback address")
-    settings = LocalRuntimeSettings(
-        host=host, port=port, data_dir=args.local_data_dir, workers=args.local_workers
-    )
+    if args.local_workers < 1:
+        raise OSError("--local-workers must be at least 1")
+    if args.local_job_memory_mb < 1:
+        raise OSError("--local-job-memory-mb must be at least 1")
     try:
-        runtime = LocalRuntime(settings).start()
+        _snapshot_root()
     except SnapshotsUnavailable as error:
         structlog.get_logger("runtime_gateway_server").warning(
             "local_runtime_unavailable", reason=str(error)
         )
         return None
+    runtime = EmbeddedLocalRuntime.start(
+        args.local_runtime_listen,
+        data_dir=args.local_data_dir,
+        workers=args.local_workers,
+        job_memory_mb=args.local_job_memory_mb,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
     from runtime_gateway_server.logs import SECRETS
 
     SECRETS.add(runtime.token)
@@ -431,6 +485,14 @@ def _local_runtime(args: argparse.Namespace) -> int:
     from runtime_gateway_server.logs import configure_logging
 
     configure_logging(args.log_format, args.log_level)
+    if args.workers < 1:
+        raise OSError("--workers must be at least 1")
+    if args.job_memory_mb < 1:
+        raise OSError("--job-memory-mb must be at least 1")
+    if args.token:
+        from runtime_gateway_server.logs import SECRETS
+
+        SECRETS.add(args.token)  # printed in the ready line, never logged
     host, port = parse_listen(args.listen)
     settings = LocalRuntimeSettings(
         host=host,
@@ -438,12 +500,15 @@ def _local_runtime(args: argparse.Namespace) -> int:
         token=args.token,
         data_dir=args.data_dir,
         workers=args.workers,
+        job_memory_mb=args.job_memory_mb,
         token_ttl_seconds=args.token_ttl_seconds,
         job_rate_limit_per_minute=args.job_rate_limit,
         usage_limit_seconds=args.usage_limit_seconds,
     )
     return run_local_runtime(
-        settings, on_ready=lambda info: _print_ready(service="local-runtime", **info)
+        settings,
+        on_ready=lambda info: _print_ready(service="local-runtime", **info),
+        parent_pid=args.parent_pid,
     )
 
 

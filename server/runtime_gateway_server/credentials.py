@@ -7,7 +7,6 @@ neither: the embedded local runtime, when the gateway runs one
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,6 +21,15 @@ from runtime_gateway_server.accounts import (
     check_instance,
 )
 from runtime_gateway_server.errors import GatewayError, invalid_argument
+from runtime_gateway_server.limits import (
+    MAX_ID,
+    MAX_INSTANCE,
+    MAX_NAME,
+    MAX_SECRET,
+    MAX_URL,
+    check_length,
+    excerpt,
+)
 from runtime_gateway_server.logs import SECRETS
 
 AUTHORIZATION = "authorization"
@@ -31,6 +39,17 @@ URL = "x-runtime-url"
 ACCOUNT = "x-runtime-account"
 API_KEY = "x-gateway-api-key"
 REQUEST_ID = "x-request-id"
+# Bounds on metadata values (grpc itself admits 8 KB of metadata by default; these are
+# per value, and tighter where the value has a shape).
+METADATA_BOUNDS = {
+    AUTHORIZATION: MAX_SECRET + len("Bearer "),
+    API_KEY: MAX_SECRET,
+    CHANNEL: MAX_NAME,
+    INSTANCE: MAX_INSTANCE,
+    URL: MAX_URL,
+    ACCOUNT: MAX_NAME,
+    REQUEST_ID: MAX_ID,
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,9 @@ def from_metadata(metadata: Iterable[Any] | None) -> CallCredentials:
         if isinstance(value, bytes):
             continue  # binary headers carry nothing of ours
         values[key.lower()] = value.strip()
+    for key, maximum in METADATA_BOUNDS.items():
+        if key in values:
+            check_length(key, values[key], maximum)  # names the metadata key as the field
     token = None
     authorization = values.get(AUTHORIZATION)
     if authorization:
@@ -67,7 +89,9 @@ def from_metadata(metadata: Iterable[Any] | None) -> CallCredentials:
     SECRETS.add(api_key)
     channel = values.get(CHANNEL) or None
     if channel is not None and channel not in CHANNELS:
-        raise invalid_argument(CHANNEL, f"must be one of {', '.join(CHANNELS)}, got {channel!r}")
+        raise invalid_argument(
+            CHANNEL, f"must be one of {', '.join(CHANNELS)}, got {excerpt(channel)}"
+        )
     instance = values.get(INSTANCE) or None
     if instance is not None:
         check_instance(channel or "ibm_quantum_platform", instance, INSTANCE)
@@ -78,7 +102,7 @@ def from_metadata(metadata: Iterable[Any] | None) -> CallCredentials:
         url=values.get(URL) or None,
         account_name=values.get(ACCOUNT) or None,
         api_key=api_key,
-        request_id=values.get(REQUEST_ID, "")[:128],
+        request_id=values.get(REQUEST_ID, ""),
     )
 
 
@@ -130,14 +154,3 @@ class AccountResolver:
 
 def default_name(channel: str) -> str:
     return DEFAULT_NAMES.get(channel, "")
-
-
-def encode_page(last: str) -> str:
-    return base64.urlsafe_b64encode(last.encode()).decode()
-
-
-def decode_page(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise invalid_argument("page_token", "is not a token this gateway issued") from None

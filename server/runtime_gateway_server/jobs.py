@@ -12,13 +12,25 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import grpc
 
 from runtime_gateway_server.errors import GatewayError, invalid_argument
 from runtime_gateway_server.ibm import AccountClient
-from runtime_gateway_server.idempotency import RequestIdStore
+from runtime_gateway_server.idempotency import Admission, RequestIds, RequestIdStore
+from runtime_gateway_server.limits import (
+    MAX_ID,
+    MAX_JSON_DEPTH,
+    check_id,
+    check_length,
+    check_name,
+    check_tags,
+    excerpt,
+    json_depth_ok,
+    path_segment,
+)
 from runtime_gateway_server.paging import Cursor, PageTokens
 from runtime_gateway_server.upstream import Deadline, Reply, error_from_reply
 
@@ -49,8 +61,14 @@ class RunRequest:
     request_id: str = ""
 
     def fingerprint(self) -> str:
-        material = json.dumps(self.__dict__ | {"request_id": ""}, sort_keys=True)
-        return hashlib.sha256(material.encode()).hexdigest()
+        """SHA-256 over every field but the request id; the inputs (up to tens of MB) are
+        hashed in slices rather than copied into one more JSON document."""
+        fields = self.__dict__ | {"request_id": "", "inputs_json": ""}
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
+        step = 1 << 20
+        for start in range(0, len(self.inputs_json), step):
+            digest.update(self.inputs_json[start : start + step].encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
 
 
 @dataclass
@@ -92,44 +110,105 @@ def created_of(job: dict[str, Any]) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+# Answers to POST /jobs that prove IBM created no job. Anything else (429, 5xx, a timeout, a
+# dropped connection, a body that does not parse) may come after IBM created it.
+REFUSALS = frozenset({400, 401, 403, 404, 409})
+
+
+class SubmissionRefused(GatewayError):
+    """IBM refused a job submission (one of REFUSALS): no job exists for it."""
+
+    @classmethod
+    def of(cls, error: GatewayError) -> SubmissionRefused:
+        return cls(
+            error.code,
+            error.reason,
+            error.message,
+            field=error.field,
+            retry_after=error.retry_after,
+            metadata=error.metadata,
+        )
+
+
 class JobOperations:
     def __init__(self, request_ids: RequestIdStore, tokens: PageTokens | None = None) -> None:
         self.request_ids = request_ids
         self.tokens = tokens or PageTokens()
 
     # --- submission -----------------------------------------------------------------------
-    def run(
-        self, client: AccountClient, request: RunRequest, deadline: Deadline
-    ) -> tuple[dict[str, Any], bool]:
-        """Submits a job; returns (job, replayed). A known request id returns the first job."""
-        body = self._body(client, request, deadline)
+    @cached_property
+    def ids(self) -> RequestIds:
+        """Request ids as RunJob uses them: waits on the event loop, leases renewed."""
+        return RequestIds(self.request_ids)
+
+    async def admit(
+        self, account_key: str, request: RunRequest, deadline: Deadline
+    ) -> Admission | None:
+        """On the event loop, before a RunJob with a request id takes an upstream thread: waits
+        (holding no thread) until this call owns the id or the id's job is known. None without
+        a request id. INVALID_ARGUMENT for an id used for another request, ABORTED when the
+        deadline comes first (see `RequestIds.admit`)."""
         if not request.request_id:
+            return None
+        check_length("request_id", request.request_id, MAX_ID)
+        key = f"{account_key}:{request.request_id}"
+        return await self.ids.admit(key, request.fingerprint, deadline)
+
+    def run(
+        self,
+        client: AccountClient,
+        request: RunRequest,
+        deadline: Deadline,
+        admission: Admission | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Submits a job; returns (job, replayed). A known request id returns the first job.
+
+        With a request id, `admission` (from `admit`) says whether this call submits or
+        replays; without one the id is claimed here without waiting (ABORTED while another
+        call submits it)."""
+        if not request.request_id:
+            body = self._body(client, request, deadline)
             return self._submit(client, body, request, deadline), False
-        key = f"{client.account.key}:{request.request_id}"
-        wait = deadline.remaining()
-        claim = self.request_ids.claim(key, request.fingerprint(), 30.0 if wait is None else wait)
-        if not claim.owner:
-            assert claim.job_id is not None
-            return self.get(client, claim.job_id, False, deadline), True
-        started = time.time()
+        if admission is None:
+            key = f"{client.account.key}:{request.request_id}"
+            admission = self.ids.claim_now(key, request.fingerprint())
+        if not admission.take():  # the call ended while it waited for a thread
+            raise GatewayError(
+                grpc.StatusCode.CANCELLED, "UPSTREAM_ERROR", "the call ended before it submitted"
+            )
+        if admission.claim.job_id is not None:
+            return self.get(client, admission.claim.job_id, False, deadline), True
+        return self._submit_once(client, request, deadline, admission)
+
+    def _submit_once(
+        self, client: AccountClient, request: RunRequest, deadline: Deadline, admission: Admission
+    ) -> tuple[dict[str, Any], bool]:
+        """The owner of a request id: adopts the job an earlier attempt may have created, or
+        submits; then records the outcome for the retries. Only an answer that proves IBM
+        created nothing (`SubmissionRefused`), or a failure before the POST went out,
+        releases the id; any other failure leaves it uncertain, and the next retry looks for
+        the job before it submits (a 429 or a 5xx may come after IBM created it)."""
+        window = admission.claim.uncertain
+        resolved = window is None  # no earlier attempt's job left to look for
+        sent: float | None = None
         try:
-            if claim.uncertain is not None:
-                found = self._find_submitted(client, request, claim.uncertain, deadline)
+            body = self._body(client, request, deadline)
+            if window is not None:
+                found = self._find_submitted(client, request, window, deadline)
                 if found is not None:
-                    self.request_ids.complete(key, str(found["id"]))
+                    self.ids.settle(admission, str(found["id"]), nothing_exists=False)
                     return found, True
+                resolved = True
+            sent = time.time()
             job = self._submit(client, body, request, deadline)
-        except GatewayError as error:
-            if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                # IBM may have created the job: a retry with this id looks for it first.
-                self.request_ids.uncertain(key, (started, time.time()))
-            else:
-                self.request_ids.abandon(key)
+        except SubmissionRefused:
+            self.ids.settle(admission, None, nothing_exists=resolved)
             raise
         except BaseException:
-            self.request_ids.uncertain(key, (started, time.time()))
+            attempt = None if sent is None else (sent, time.time())
+            self.ids.settle(admission, None, resolved and sent is None, attempt)
             raise
-        self.request_ids.complete(key, str(job["id"]))
+        self.ids.settle(admission, str(job["id"]), nothing_exists=False)
         return job, False
 
     def _find_submitted(
@@ -157,32 +236,38 @@ class JobOperations:
         reply = client.runtime("GET", "/jobs", deadline, params=params)
         if not reply.ok:
             raise error_from_reply(reply)
-        wanted = json.loads(request.inputs_json or "{}")
-        for job in reply.json().get("jobs") or []:
-            if self.request_ids.known(str(job.get("id"))):
+        listed = reply.json()
+        jobs = listed.get("jobs") if isinstance(listed, dict) else None
+        wanted = json.loads(request.inputs_json or "{}")  # checked by _body
+        for job in jobs if isinstance(jobs, list) else []:
+            if not isinstance(job, dict) or self.request_ids.known(str(job.get("id"))):
                 continue
             if set(job.get("tags") or []) != set(request.tags):
                 continue
             sent = job.get("params")
             if isinstance(sent, str):
-                sent = json.loads(sent)
+                try:
+                    sent = json.loads(sent)
+                except (ValueError, RecursionError):
+                    continue
             if sent == wanted:
                 found: dict[str, Any] = {k: v for k, v in job.items() if k != "params"}
                 return found
         return None
 
     def _body(self, client: AccountClient, request: RunRequest, deadline: Deadline) -> bytes:
-        if not request.program_id:
-            raise invalid_argument("program_id", "is required")
+        check_name("program_id", request.program_id, required=True)
+        check_name("backend", request.backend)
+        check_id("session_id", request.session_id, required=False)
+        check_length("request_id", request.request_id, MAX_ID)
+        _check_tags(request.tags)
         text = request.inputs_json or "{}"
-        try:
-            inputs = json.loads(text)
-        except ValueError as error:
-            raise invalid_argument("inputs_json", f"is not valid JSON: {error}") from None
-        if not isinstance(inputs, dict):
-            raise invalid_argument("inputs_json", "must be a JSON object")
+        check_inputs(text)
         if request.log_level and request.log_level.upper() not in LOG_LEVELS:
-            raise invalid_argument("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+            raise invalid_argument(
+                "log_level",
+                f"must be one of {', '.join(LOG_LEVELS)}, got {excerpt(request.log_level)}",
+            )
         if request.max_execution_time < 0:
             raise invalid_argument("max_execution_time", "must not be negative")
         if request.session_time < 0:
@@ -222,36 +307,44 @@ class JobOperations:
         if client.legacy:
             hgp = request.instance or client.instance(deadline)
             if hgp.count("/") != 2:
-                raise invalid_argument("instance", f"must be hub/group/project, got {hgp!r}")
+                raise invalid_argument("instance", f"must be hub/group/project, got {excerpt(hgp)}")
             fields["hub"], fields["group"], fields["project"] = hgp.split("/")
         elif request.instance and request.instance != client.instance(deadline):
             raise invalid_argument(
                 "instance",
                 "for cloud channels the instance comes from the account (x-runtime-instance)",
             )
-        head = json.dumps(fields)
-        return f'{head[:-1]}, "params": {text}}}'.encode()  # the inputs, byte-exact
+        head = json.dumps(fields)[:-1] + ', "params": '
+        # The inputs byte-exact, encoded once and joined once: no intermediate str of the
+        # whole body (each copy of a 20 MB input is 20 MB more per request in flight).
+        return b"".join((head.encode(), text.encode(), b"}"))
 
     def _submit(
         self, client: AccountClient, body: bytes, request: RunRequest, deadline: Deadline
     ) -> dict[str, Any]:
+        """POSTs the job and describes it. Raises `SubmissionRefused` when IBM's answer proves
+        it created no job; any other error leaves open whether it did."""
         reply = client.runtime("POST", "/jobs", deadline, data=body, retry=False)
-        if reply.status == 404:
-            raise GatewayError(
-                grpc.StatusCode.NOT_FOUND,
-                "PROGRAM_NOT_FOUND",
-                f"Program not found: {reply.upstream_message()}",
-            )
-        if reply.status == 409:
-            raise GatewayError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "UPSTREAM_RATE_LIMITED",
-                f"IBM refused the job: {reply.upstream_message()}",
-            )
         if not reply.ok:
-            raise error_from_reply(reply)
+            error = submit_not_found(reply)  # program, session or backend
+            if error is None and reply.status == 409:
+                error = GatewayError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "UPSTREAM_RATE_LIMITED",
+                    f"IBM refused the job: {reply.upstream_message()}",
+                )
+            error = error or error_from_reply(reply)
+            if reply.status in REFUSALS:
+                raise SubmissionRefused.of(error)
+            raise error  # 429, 5xx, ...: said by a proxy, or after IBM created the job
         created = reply.json()
-        job_id = str(created.get("id", ""))
+        job_id = str(created.get("id") or "") if isinstance(created, dict) else ""
+        if not job_id:
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                "UPSTREAM_ERROR",
+                "IBM accepted the job but its answer names no job id",
+            )
         try:
             return self.get(client, job_id, False, deadline)
         except GatewayError:  # the job exists; describe it from what we sent
@@ -271,7 +364,7 @@ class JobOperations:
     ) -> dict[str, Any]:
         _require_id(job_id)
         params = None if with_inputs else {"exclude_params": "true"}
-        reply = client.runtime("GET", f"/jobs/{job_id}", deadline, params=params)
+        reply = client.runtime("GET", f"/jobs/{path_segment(job_id)}", deadline, params=params)
         _raise_for_job(reply, job_id)
         job: dict[str, Any] = reply.json()
         return job
@@ -294,13 +387,13 @@ class JobOperations:
                 f"the job is {state or 'in an unknown state'}",
                 metadata={"state": state},
             )
-        reply = client.runtime("GET", f"/jobs/{job_id}/results", deadline)
+        reply = client.runtime("GET", f"/jobs/{path_segment(job_id)}/results", deadline)
         _raise_for_job(reply, job_id)
         return reply.text
 
     def logs(self, client: AccountClient, job_id: str, deadline: Deadline) -> str:
         _require_id(job_id)
-        reply = client.runtime("GET", f"/jobs/{job_id}/logs", deadline)
+        reply = client.runtime("GET", f"/jobs/{path_segment(job_id)}/logs", deadline)
         if reply.status == 404:
             self.get(client, job_id, False, deadline)  # NOT_FOUND if the job itself is unknown
             return ""  # the job exists and has no logs (the SDK answers "" too)
@@ -311,30 +404,34 @@ class JobOperations:
         self, client: AccountClient, job_id: str, deadline: Deadline
     ) -> tuple[dict[str, Any], str]:
         _require_id(job_id)
-        reply = client.runtime("GET", f"/jobs/{job_id}/metrics", deadline)
+        reply = client.runtime("GET", f"/jobs/{path_segment(job_id)}/metrics", deadline)
         _raise_for_job(reply, job_id)
         return reply.json(), reply.text
 
     # --- changes --------------------------------------------------------------------------
     def cancel(self, client: AccountClient, job_id: str, deadline: Deadline) -> dict[str, Any]:
         _require_id(job_id)
-        reply = client.runtime("POST", f"/jobs/{job_id}/cancel", deadline, retry=False)
+        reply = client.runtime(
+            "POST", f"/jobs/{path_segment(job_id)}/cancel", deadline, retry=False
+        )
         _raise_for_job(reply, job_id)
         return self.get(client, job_id, False, deadline)
 
     def delete(self, client: AccountClient, job_id: str, deadline: Deadline) -> None:
         _require_id(job_id)
-        reply = client.runtime("DELETE", f"/jobs/{job_id}", deadline)
+        reply = client.runtime("DELETE", f"/jobs/{path_segment(job_id)}", deadline)
         _raise_for_job(reply, job_id)
 
     def update_tags(
         self, client: AccountClient, job_id: str, tags: list[str], deadline: Deadline
     ) -> dict[str, Any]:
         _require_id(job_id)
-        if any(not t for t in tags):
-            raise invalid_argument("tags", "must be non-empty strings")
+        _check_tags(tags)
         reply = client.runtime(
-            "PUT", f"/jobs/{job_id}/tags", deadline, json_body={"tags": list(dict.fromkeys(tags))}
+            "PUT",
+            f"/jobs/{path_segment(job_id)}/tags",
+            deadline,
+            json_body={"tags": list(dict.fromkeys(tags))},
         )
         _raise_for_job(reply, job_id)
         return self.get(client, job_id, False, deadline)
@@ -346,9 +443,16 @@ class JobOperations:
             raise invalid_argument("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
         if request.skip < 0:
             raise invalid_argument("skip", "must not be negative")
+        check_name("backend", request.backend)
+        check_name("program_id", request.program_id)
+        check_id("session_id", request.session_id, required=False)
+        check_tags("tags", request.tags)
         order = (request.order_by or "create_time desc").strip().lower()
         if order not in ("create_time desc", "create_time asc", "create_time"):
-            raise invalid_argument("order_by", 'must be "create_time desc" or "create_time asc"')
+            raise invalid_argument(
+                "order_by",
+                f'must be "create_time desc" or "create_time asc", got {excerpt(request.order_by)}',
+            )
         ascending = order != "create_time desc"
         if request.instance and not client.legacy:
             raise invalid_argument("instance", "is only supported for the ibm_quantum channel")
@@ -427,10 +531,57 @@ class JobOperations:
 
 
 def _require_id(job_id: str) -> None:
-    if not job_id:
-        raise invalid_argument("job_id", "is required")
-    if "/" in job_id or len(job_id) > 128:
-        raise invalid_argument("job_id", f"is not a job id: {job_id[:40]!r}")
+    """A job id before it enters an upstream path (`path_segment` escapes it as well)."""
+    check_id("job_id", job_id)
+
+
+def _check_tags(tags: list[str]) -> None:
+    if any(not t for t in tags):  # the whole list is named (as before), not tags[i]
+        raise invalid_argument("tags", "must be non-empty strings")
+    check_tags("tags", tags)
+
+
+def check_inputs(text: str) -> None:
+    """`inputs_json` must be a JSON object. The depth is checked before parsing, so a
+    deeply nested document never reaches the recursive parser; the parsed value is dropped
+    at once (only the text is sent on, byte-exact)."""
+    if not text.lstrip().startswith("{"):
+        raise invalid_argument("inputs_json", "must be a JSON object")
+    if not json_depth_ok(text):
+        raise invalid_argument("inputs_json", f"nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise invalid_argument(
+            "inputs_json", f"is not valid JSON: {excerpt(str(error), 120)}"
+        ) from None
+
+
+def _upstream_code(reply: Reply) -> str:
+    """IBM's error code (`errors[0].code`, e.g. "1007"), or ""."""
+    try:
+        body = json.loads(reply.body)
+        return str(body["errors"][0].get("code") or "")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+        return ""
+
+
+def submit_not_found(reply: Reply) -> GatewayError | None:
+    """What an unknown name in a job submission is: IBM answers 404 for an unknown program
+    or session and 400 (code 1007) for an unknown backend; the message tells them apart."""
+    if reply.status not in (400, 404):
+        return None
+    message = reply.upstream_message()
+    lowered, code = message.lower(), _upstream_code(reply)
+    if code == "1007" or ("backend" in lowered and "not found" in lowered):
+        return GatewayError(grpc.StatusCode.NOT_FOUND, "BACKEND_NOT_FOUND", message)
+    if reply.status != 404:
+        return None
+    if "session" in lowered:
+        return GatewayError(grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND", message)
+    return GatewayError(
+        grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND", f"Program not found: {message}"
+    )
 
 
 def _raise_for_job(reply: Reply, job_id: str) -> None:

@@ -26,22 +26,23 @@ from runtime_gateway.v1 import (
     jobs_pb2,
     jobs_pb2_grpc,
 )
-from runtime_gateway_server import convert
+from runtime_gateway_server import convert, results
 from runtime_gateway_server.accounts import DEFAULT_NAMES, Account, AccountRegistry
 from runtime_gateway_server.backends import BackendDirectory, BackendFilter, parse_attributes
 from runtime_gateway_server.cache import TTLCache
-from runtime_gateway_server.credentials import (
-    AccountResolver,
-    CallCredentials,
-    decode_page,
-    encode_page,
-    from_metadata,
-)
+from runtime_gateway_server.credentials import AccountResolver, CallCredentials, from_metadata
 from runtime_gateway_server.errors import GatewayError, invalid_argument, to_status
 from runtime_gateway_server.ibm import AccountClient, ClientPool
+from runtime_gateway_server.idempotency import Admission
 from runtime_gateway_server.jobs import JobOperations, ListRequest, RunRequest
+from runtime_gateway_server.paging import PageTokens
 from runtime_gateway_server.upstream import Deadline
-from runtime_gateway_server.watch import Subscriber, WatchHub
+from runtime_gateway_server.watch import (
+    Subscriber,
+    WatchHub,
+    check_watch_job,
+    check_watch_jobs,
+)
 
 log = structlog.get_logger("runtime_gateway_server.rpc")
 T = TypeVar("T")
@@ -152,18 +153,28 @@ class Gateway:
         sub: Subscriber,
         subscribe: Callable[[AccountClient, Subscriber], Awaitable[None]],
         wrap: Callable[..., Any],
+        check: Callable[[], None] | None = None,
     ) -> AsyncIterator[Any]:
-        """A job-update stream: subscribe, relay updates (heartbeats when idle), and always
-        unsubscribe, whether the job ended, the client left or the gateway shuts down."""
+        """A job-update stream: check the request (`check` raises GatewayError before any
+        upstream call, the account's included), subscribe, relay updates (heartbeats when
+        idle), and always unsubscribe, whether the job ended, the client left, an upstream
+        error ended it or the gateway shuts down (which also interrupts the subscribing)."""
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         creds = CallCredentials()
         sent = 0
         try:
             creds = from_metadata(context.invocation_metadata())
+            if check is not None:
+                check()
+            self.watch.register(sub)
             loop = asyncio.get_running_loop()
-            client = await loop.run_in_executor(self.executor, self.client, creds)
-            await subscribe(client, sub)
+
+            async def attach() -> None:
+                client = await loop.run_in_executor(self.executor, self.client, creds)
+                await subscribe(client, sub)
+
+            await sub.until_closed(attach())
             async for update in sub.updates(self.watch.settings.heartbeat_seconds):
                 key = (wrap, bool(update.result_json))
                 message = update.responses.get(key)
@@ -206,18 +217,38 @@ def _backend_filter(message: backends_pb2.BackendFilter) -> BackendFilter:
     )
 
 
-def _page(
-    items: list[Any], page_size: int, page_token: str, key: Callable[[Any], str]
-) -> tuple[list[Any], str]:
-    """Name-ordered paging for small lists (backends, accounts, instances)."""
-    if page_size < 0:
-        raise invalid_argument("page_size", "must not be negative")
-    if page_token:
-        last = decode_page(page_token)
-        items = [i for i in items if key(i) > last]
-    if not page_size or len(items) <= page_size:
-        return items, ""
-    return items[:page_size], encode_page(key(items[page_size - 1]))
+def _fingerprint(message: Any) -> str:
+    """A message's filter fields as a stable string (for binding page tokens to them)."""
+    return str(message.SerializeToString(deterministic=True).hex())
+
+
+@dataclass
+class _NamePages:
+    """Name-ordered paging for small lists (backends, accounts, instances by position).
+    Tokens are signed and bound to `filters` (the RPC and its filter fields); `start`
+    checks the request's paging before any upstream call."""
+
+    tokens: PageTokens
+    bound: str
+    size: int
+    last: str | None
+
+    @classmethod
+    def start(
+        cls, tokens: PageTokens, filters: dict[str, Any], page_size: int, page_token: str
+    ) -> _NamePages:
+        if page_size < 0:
+            raise invalid_argument("page_size", "must not be negative")
+        bound = tokens.filters_hash(filters)
+        last = tokens.decode_after(page_token, bound) if page_token else None
+        return cls(tokens, bound, page_size, last)
+
+    def take(self, items: list[Any], key: Callable[[Any], str]) -> tuple[list[Any], str]:
+        if self.last is not None:
+            items = [i for i in items if key(i) > self.last]
+        if not self.size or len(items) <= self.size:
+            return items, ""
+        return items[: self.size], self.tokens.encode_after(self.bound, key(items[self.size - 1]))
 
 
 class BackendServicer(backends_pb2_grpc.BackendServiceServicer):
@@ -227,8 +258,12 @@ class BackendServicer(backends_pb2_grpc.BackendServiceServicer):
     async def ListBackends(self, request, context):
         def work(creds: CallCredentials, deadline: Deadline) -> backends_pb2.ListBackendsResponse:
             where = _backend_filter(request.filter)
+            filters = {"rpc": "ListBackends", "filter": _fingerprint(request.filter)}
+            pages = _NamePages.start(
+                self.g.jobs.tokens, filters, request.page_size, request.page_token
+            )
             found = self.g.backends.list(self.g.client(creds), where, deadline)
-            page, token = _page(found, request.page_size, request.page_token, lambda b: b.name)
+            page, token = pages.take(found, lambda b: b.name)
             full = request.view == backends_pb2.BACKEND_VIEW_FULL
             return backends_pb2.ListBackendsResponse(
                 backends=[convert.backend(b, full) for b in page], next_page_token=token
@@ -299,28 +334,48 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return message
 
     async def RunJob(self, request, context):
+        run = RunRequest(
+            program_id=request.program_id,
+            inputs_json=request.inputs_json,
+            backend=request.backend,
+            session_id=request.session_id,
+            start_session=request.start_session,
+            session_time=request.session_time,
+            tags=list(request.tags),
+            log_level=request.log_level,
+            max_execution_time=request.max_execution_time,
+            image=request.image,
+            private=request.private,
+            instance=request.instance,
+            channel_strategy=request.channel_strategy,
+            request_id=request.request_id,
+        )
+        admission: Admission | None = None
+        if run.request_id:
+            # A retry of an id that is being submitted waits here, on the event loop: it holds
+            # no upstream thread while it waits.
+            try:
+                account = self.g.resolve(from_metadata(context.invocation_metadata()))
+                deadline = Deadline.after(context.time_remaining())
+                admission = await self.g.jobs.admit(account.key, run, deadline)
+            except GatewayError as error:
+                refused = error
+
+                def fail(creds: CallCredentials, deadline: Deadline) -> jobs_pb2.RunJobResponse:
+                    raise refused  # answered and logged like any other error
+
+                return await self.g.call(context, "RunJob", fail)
+
         def work(creds: CallCredentials, deadline: Deadline) -> jobs_pb2.RunJobResponse:
             client = self.g.client(creds)
-            run = RunRequest(
-                program_id=request.program_id,
-                inputs_json=request.inputs_json,
-                backend=request.backend,
-                session_id=request.session_id,
-                start_session=request.start_session,
-                session_time=request.session_time,
-                tags=list(request.tags),
-                log_level=request.log_level,
-                max_execution_time=request.max_execution_time,
-                image=request.image,
-                private=request.private,
-                instance=request.instance,
-                channel_strategy=request.channel_strategy,
-                request_id=request.request_id,
-            )
-            data, replayed = self.g.jobs.run(client, run, deadline)
+            data, replayed = self.g.jobs.run(client, run, deadline, admission)
             return jobs_pb2.RunJobResponse(job=self._job(client, data, deadline), replayed=replayed)
 
-        return await self.g.call(context, "RunJob", work)
+        try:
+            return await self.g.call(context, "RunJob", work)
+        finally:
+            if admission is not None and admission.drop():  # ended before `work` took it up
+                await self.g.jobs.ids.release_unused(admission)
 
     async def GetJob(self, request, context):
         def work(creds: CallCredentials, deadline: Deadline) -> jobs_pb2.GetJobResponse:
@@ -379,7 +434,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetJobResult(self, request, context):
         def work(creds: CallCredentials, deadline: Deadline) -> jobs_pb2.GetJobResultResponse:
             text = self.g.jobs.result(self.g.client(creds), request.job_id, deadline)
-            return jobs_pb2.GetJobResultResponse(result_json=text)
+            response = jobs_pb2.GetJobResultResponse(result_json=text)
+            options = request.result_options
+            if options.typed:
+                response.typed_result.CopyFrom(
+                    results.decode(text, counts=options.counts, int_counts=options.int_counts)
+                )
+            return response
 
         return await self.g.call(context, "GetJobResult", work)
 
@@ -415,31 +476,43 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return await self.g.call(context, "UpdateJobTags", work)
 
     async def WatchJob(self, request, context):
+        def check() -> None:
+            check_watch_job(request.job_id, request.resume_after_revision)
+
         async def subscribe(client: AccountClient, sub: Subscriber) -> None:
-            if not request.job_id:
-                raise invalid_argument("job_id", "is required")
-            if request.resume_after_revision < 0:
-                raise invalid_argument("resume_after_revision", "must not be negative")
             await self.g.watch.subscribe(client, request.job_id, sub, request.resume_after_revision)
 
         sub = Subscriber(request.include_result, request.include_interim, single_job=True)
         async for response in self.g.stream(
-            context, "WatchJob", sub, subscribe, jobs_pb2.WatchJobResponse
+            context, "WatchJob", sub, subscribe, jobs_pb2.WatchJobResponse, check
         ):
             yield response
 
     async def WatchJobs(self, request, context):
+        filtered = bool(request.tags or request.session_id or request.backend)
+        # The filter IBM would be blamed for if it rejects the list query.
+        filter_field = next(
+            name
+            for name, value in (
+                ("tags", request.tags),
+                ("session_id", request.session_id),
+                ("backend", request.backend),
+                ("tags", True),
+            )
+            if value
+        )
+
+        def check() -> None:
+            check_watch_jobs(
+                list(request.job_ids), list(request.tags), request.session_id, request.backend,
+                dict(request.resume_after_revisions),
+            )  # fmt: skip
+
         async def subscribe(client: AccountClient, sub: Subscriber) -> None:
-            if not (request.job_ids or request.tags or request.session_id or request.backend):
-                raise invalid_argument(
-                    "job_ids", "give job ids or at least one filter (tags, session_id, backend)"
-                )
             resume = dict(request.resume_after_revisions)
-            if any(r < 0 for r in resume.values()):
-                raise invalid_argument("resume_after_revisions", "must not be negative")
             for job_id in dict.fromkeys(request.job_ids):
                 await self.g.watch.subscribe(client, job_id, sub, resume.get(job_id, 0))
-            if request.tags or request.session_id or request.backend:
+            if filtered:
                 started = datetime.now(_UTC) - timedelta(seconds=2)
 
                 def candidates(
@@ -452,11 +525,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                     )  # fmt: skip
                     return self.g.jobs.list(c, query, deadline).jobs
 
-                self.g.watch.spawn(self.g.watch.discover(client, sub, candidates, resume))
+                self.g.watch.spawn(
+                    self.g.watch.discover(client, sub, candidates, resume, filter_field), owner=sub
+                )
 
         sub = Subscriber(request.include_result, False, single_job=False)
         async for response in self.g.stream(
-            context, "WatchJobs", sub, subscribe, jobs_pb2.WatchJobsResponse
+            context, "WatchJobs", sub, subscribe, jobs_pb2.WatchJobsResponse, check
         ):
             yield response
 
@@ -477,6 +552,15 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
     async def ListAccounts(self, request, context):
         def work(creds: CallCredentials, deadline: Deadline) -> accounts_pb2.ListAccountsResponse:
             key = self.g.registry.key_for(creds.api_key)
+            filters = {
+                "rpc": "ListAccounts",
+                "default": request.default if request.HasField("default") else None,
+                "channel": request.channel,
+                "name": request.name,
+            }
+            pages = _NamePages.start(
+                self.g.jobs.tokens, filters, request.page_size or 100, request.page_token
+            )
             found = sorted(
                 self.g.registry.file(key).accounts().values(), key=lambda a: a.name or ""
             )
@@ -488,9 +572,7 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
                 found = [a for a in found if a.channel == channel]
             if request.name:
                 found = [a for a in found if a.name == request.name]
-            page, token = _page(
-                found, request.page_size or 100, request.page_token, lambda a: a.name or ""
-            )
+            page, token = pages.take(found, lambda a: a.name or "")
             return accounts_pb2.ListAccountsResponse(
                 accounts=[convert.account(a) for a in page], next_page_token=token
             )
@@ -543,17 +625,24 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
 
     async def ListInstances(self, request, context):
         def work(creds: CallCredentials, deadline: Deadline) -> accounts_pb2.ListInstancesResponse:
+            # Positions in the account's instance list (IBM's order: the chosen one first).
+            pages = _NamePages.start(
+                self.g.jobs.tokens, {"rpc": "ListInstances"}, request.page_size, request.page_token
+            )
+            start = 0
+            if pages.last is not None:
+                if not pages.last.isdigit():
+                    raise invalid_argument("page_token", "is not a token this gateway issued")
+                start = int(pages.last)
             client = self.g.client(creds)
             found = client.instances(deadline)
             if not found and not client.legacy and client.account.instance:
                 from runtime_gateway_server.ibm import Instance
 
                 found = [Instance(id=client.account.instance, is_default=True)]
-            if request.page_size < 0:
-                raise invalid_argument("page_size", "must not be negative")
-            start = int(decode_page(request.page_token)) if request.page_token else 0
+            start = min(start, len(found))  # the list may have shrunk since the token
             end = start + request.page_size if request.page_size else len(found)
-            token = encode_page(str(end)) if end < len(found) else ""
+            token = pages.tokens.encode_after(pages.bound, str(end)) if end < len(found) else ""
             return accounts_pb2.ListInstancesResponse(
                 instances=[convert.instance(i) for i in found[start:end]], next_page_token=token
             )

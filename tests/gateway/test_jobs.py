@@ -275,7 +275,7 @@ def test_cancel_delete_tags(gateway: GatewayClient) -> None:
         ({"tags": [""]}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "tags", False),
         ({"channel_strategy": "q-ctrl"}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "channel_strategy", False),
         ({"program_id": "no-such-program"}, grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND", "", True),
-        ({"backend": "ibm_nowhere"}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "", True),
+        ({"backend": "ibm_nowhere"}, grpc.StatusCode.NOT_FOUND, "BACKEND_NOT_FOUND", "", True),
         ({"inputs_json": '{"version": 2, "pubs": []}'}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "", True),
     ],
 )  # fmt: skip
