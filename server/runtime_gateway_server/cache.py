@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from runtime_gateway_server.metrics import CACHE_HITS, CACHE_MISSES
+
 V = TypeVar("V")
+
+# Modules whose caches hold the RPC answers (the gateway's `answers` cache).
+_NAMES = {"assembly": "answers", "servicers": "answers"}
 
 
 class TTLCache(Generic[V]):
-    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000, name: str = "") -> None:
+        # The metric label: `name`, else after the module that made the cache ("backends", ...).
+        maker = str(sys._getframe(1).f_globals.get("__name__", "cache")).rsplit(".", 1)[-1]
+        self.name = name or _NAMES.get(maker, maker)
+        self._hit = CACHE_HITS.labels(self.name)
+        self._miss = CACHE_MISSES.labels(self.name)
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
@@ -29,6 +40,7 @@ class TTLCache(Generic[V]):
             entry = self._entries.get(key)
             if entry is not None and entry[0] > now:
                 self.hits += 1
+                self._hit.inc()
                 return entry[1]
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:  # one loader per key; the others wait for its value
@@ -36,8 +48,10 @@ class TTLCache(Generic[V]):
                 entry = self._entries.get(key)
                 if entry is not None and entry[0] > time.monotonic():
                     self.hits += 1
+                    self._hit.inc()
                     return entry[1]
             self.misses += 1
+            self._miss.inc()
             value = load()  # an exception propagates and caches nothing
             with self._lock:
                 self._entries[key] = (time.monotonic() + self.ttl, value)
@@ -53,7 +67,9 @@ class TTLCache(Generic[V]):
             entry = self._entries.get(key)
             if entry is not None and entry[0] > time.monotonic():
                 self.hits += 1
+                self._hit.inc()
                 return entry[1]
+        self._miss.inc()
         return None
 
     def put(self, key: Hashable, value: V) -> None:

@@ -17,6 +17,7 @@ of long values.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -231,3 +232,7 @@ def configure_logging(
     root.handlers[:] = [handler]
     # Libraries (qiskit's transpiler, urllib3) are chatty at INFO: warnings only, unless debugging.
     root.setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
+    # grpc's own debug lines (`[_cygrpc] Loaded running loop`, one per call) drown the
+    # gateway's at DEBUG: they stay out unless RUNTIME_GATEWAY_GRPC_DEBUG=1 asks for them.
+    grpc_debug = os.environ.get("RUNTIME_GATEWAY_GRPC_DEBUG", "") in ("1", "true", "yes")
+    logging.getLogger("grpc").setLevel(logging.NOTSET if grpc_debug else logging.INFO)
