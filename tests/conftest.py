@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,10 @@ from tests.gateway.conftest import (  # noqa: F401 - shared by tests/gateway, te
     upstream,
 )
 from tests.procs import Proc, start
+
+# Local runtimes started by the tests (and gateways' embedded ones) run device jobs without
+# the realistic 2 s floor; tests that need jobs seen QUEUED/RUNNING set it (PUT /_local/execution).
+os.environ.setdefault("RUNTIME_GATEWAY_LOCAL_JOB_SECONDS", "0")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
+from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2, sessions_pb2
 from runtime_gateway_server.admission import (
     DEFAULT_MAX_INFLIGHT_BYTES,
     AdmissionInterceptor,
@@ -31,6 +31,7 @@ API_SERVICE_NAMES: tuple[str, ...] = (
     accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
     backends_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
     jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
 )
 
 # Job inputs and results of large circuits reach tens of MB.
@@ -57,6 +58,10 @@ class ServeOptions:
     shutdown_hooks: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
     # Bytes of serialized requests in flight before new ones get GATEWAY_OVERLOADED.
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    # Record the gRPC server metrics (`serve --metrics-listen`); extra interceptors (tracing)
+    # go outside admission too, so refused calls are seen.
+    metrics: bool = False
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -96,8 +101,13 @@ class GatewayServer:
         self.options = options
         tune_malloc()  # large requests hand their memory back when they end
         self.admission = AdmissionInterceptor(options.max_inflight_bytes)
+        outer: list[grpc.aio.ServerInterceptor] = list(options.interceptors)
+        if options.metrics:
+            from runtime_gateway_server.metrics import MetricsInterceptor
+
+            outer.insert(0, MetricsInterceptor())  # outermost: sees admission's refusals
         self.server = grpc.aio.server(
-            interceptors=[self.admission],
+            interceptors=[*outer, self.admission],
             options=[
                 # A second gateway on a busy port must fail, not silently share it; workers
                 # share their supervisor's port on purpose (it checked the port was free).

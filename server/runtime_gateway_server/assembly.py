@@ -9,7 +9,12 @@ from typing import Any
 
 import grpc
 
-from runtime_gateway.v1 import accounts_pb2_grpc, backends_pb2_grpc, jobs_pb2_grpc
+from runtime_gateway.v1 import (
+    accounts_pb2_grpc,
+    backends_pb2_grpc,
+    jobs_pb2_grpc,
+    sessions_pb2_grpc,
+)
 from runtime_gateway_server.accounts import Account, AccountRegistry, ApiKey
 from runtime_gateway_server.allowlist import UpstreamAllowList
 from runtime_gateway_server.backends import BackendDirectory
@@ -25,6 +30,7 @@ from runtime_gateway_server.servicers import (
     Gateway,
     JobServicer,
 )
+from runtime_gateway_server.session_servicer import SessionServicer
 from runtime_gateway_server.state import StateDir
 from runtime_gateway_server.upstream import HttpUpstream, RetryPolicy
 from runtime_gateway_server.watch import WatchHub, WatchSettings
@@ -135,3 +141,4 @@ def register(gateway: Gateway, server: grpc.aio.Server) -> None:
     accounts_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(gateway), server)
     backends_pb2_grpc.add_BackendServiceServicer_to_server(BackendServicer(gateway), server)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(gateway), server)
+    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(gateway), server)

@@ -165,7 +165,7 @@ type Account struct {
 	Token string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
 	// Output only: the token with all but its last four characters replaced by `*`.
 	MaskedToken string `protobuf:"bytes,5,opt,name=masked_token,json=maskedToken,proto3" json:"masked_token,omitempty"`
-	// The instance: a CRN or service name (cloud channels) or hub/group/project (ibm_quantum).
+	// The instance: a CRN (cloud channels) or hub/group/project (ibm_quantum).
 	Instance string `protobuf:"bytes,6,opt,name=instance,proto3" json:"instance,omitempty"`
 	// Proxy configuration for calls to IBM.
 	Proxies *ProxyConfiguration `protobuf:"bytes,7,opt,name=proxies,proto3" json:"proxies,omitempty"`

@@ -238,7 +238,10 @@ type TypedPubResult struct {
 	//	*TypedPubResult_Sampler
 	//	*TypedPubResult_Estimator
 	Data isTypedPubResult_Data `protobuf_oneof:"data"`
-	// Names of data fields the decoder did not know and left out (read them in `result_json`).
+	// Names of data fields the decoder did not know and left out (read them in `result_json`),
+	// and `<register>.counts` for a register whose counts were asked for but left out because
+	// they would take more than 4 MiB (about one distinct outcome per shot on a wide register:
+	// count `packed_bits` instead).
 	UndecodedFields []string `protobuf:"bytes,4,rep,name=undecoded_fields,json=undecodedFields,proto3" json:"undecoded_fields,omitempty"`
 	// The pub's metadata as JSON text, as the upstream encoded it.
 	MetadataJson string `protobuf:"bytes,5,opt,name=metadata_json,json=metadataJson,proto3" json:"metadata_json,omitempty"`

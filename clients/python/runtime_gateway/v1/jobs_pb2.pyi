@@ -36,7 +36,7 @@ JOB_VIEW_BASIC: JobView
 JOB_VIEW_FULL: JobView
 
 class Job(_message.Message):
-    __slots__ = ("id", "program_id", "backend", "state", "status_reason", "status_reason_code", "create_time", "session_id", "tags", "instance", "inputs_json", "private", "estimated_running_time_seconds", "usage_seconds", "raw_json")
+    __slots__ = ("id", "program_id", "backend", "state", "status_reason", "status_reason_code", "create_time", "session_id", "tags", "instance", "inputs_json", "private", "estimated_running_time_seconds", "usage_seconds", "raw_json", "usage_quantum_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class Job(_message.Message):
     ESTIMATED_RUNNING_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     USAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RAW_JSON_FIELD_NUMBER: _ClassVar[int]
+    USAGE_QUANTUM_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     program_id: str
     backend: str
@@ -67,7 +68,8 @@ class Job(_message.Message):
     estimated_running_time_seconds: float
     usage_seconds: float
     raw_json: str
-    def __init__(self, id: _Optional[str] = ..., program_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., status_reason: _Optional[str] = ..., status_reason_code: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., instance: _Optional[str] = ..., inputs_json: _Optional[str] = ..., private: _Optional[bool] = ..., estimated_running_time_seconds: _Optional[float] = ..., usage_seconds: _Optional[float] = ..., raw_json: _Optional[str] = ...) -> None: ...
+    usage_quantum_seconds: float
+    def __init__(self, id: _Optional[str] = ..., program_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., status_reason: _Optional[str] = ..., status_reason_code: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_id: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., instance: _Optional[str] = ..., inputs_json: _Optional[str] = ..., private: _Optional[bool] = ..., estimated_running_time_seconds: _Optional[float] = ..., usage_seconds: _Optional[float] = ..., raw_json: _Optional[str] = ..., usage_quantum_seconds: _Optional[float] = ...) -> None: ...
 
 class RunJobRequest(_message.Message):
     __slots__ = ("program_id", "inputs_json", "backend", "session_id", "start_session", "session_time", "tags", "log_level", "max_execution_time", "image", "private", "instance", "channel_strategy", "request_id")

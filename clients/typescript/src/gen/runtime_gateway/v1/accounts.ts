@@ -110,7 +110,7 @@ export interface Account {
   token: string;
   /** Output only: the token with all but its last four characters replaced by `*`. */
   maskedToken: string;
-  /** The instance: a CRN or service name (cloud channels) or hub/group/project (ibm_quantum). */
+  /** The instance: a CRN (cloud channels) or hub/group/project (ibm_quantum). */
   instance: string;
   /** Proxy configuration for calls to IBM. */
   proxies:

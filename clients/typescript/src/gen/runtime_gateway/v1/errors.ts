@@ -77,6 +77,11 @@ export enum ErrorReason {
    * a `google.rpc.RetryInfo` detail says when to retry.
    */
   ERROR_REASON_GATEWAY_OVERLOADED = 20,
+  /**
+   * ERROR_REASON_SESSION_CLOSED - The session is closed (by its owner, cancelled, or past its maximum TTL) and accepts no
+   * more jobs: FAILED_PRECONDITION; create a new session.
+   */
+  ERROR_REASON_SESSION_CLOSED = 21,
   UNRECOGNIZED = -1,
 }
 
@@ -145,6 +150,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 20:
     case "ERROR_REASON_GATEWAY_OVERLOADED":
       return ErrorReason.ERROR_REASON_GATEWAY_OVERLOADED;
+    case 21:
+    case "ERROR_REASON_SESSION_CLOSED":
+      return ErrorReason.ERROR_REASON_SESSION_CLOSED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -196,6 +204,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_UPSTREAM_NOT_ALLOWED";
     case ErrorReason.ERROR_REASON_GATEWAY_OVERLOADED:
       return "ERROR_REASON_GATEWAY_OVERLOADED";
+    case ErrorReason.ERROR_REASON_SESSION_CLOSED:
+      return "ERROR_REASON_SESSION_CLOSED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

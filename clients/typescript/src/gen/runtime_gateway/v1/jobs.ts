@@ -171,6 +171,11 @@ export interface Job {
   usageSeconds: number;
   /** The job exactly as the upstream returned it (JSON text), without inputs. */
   rawJson: string;
+  /**
+   * IBM's `usage.quantum_seconds`: the quantum (QPU) time the job used, in seconds; 0 until
+   * IBM reports it. `usage_seconds` keeps its meaning (quantum seconds, else `usage.seconds`).
+   */
+  usageQuantumSeconds: number;
 }
 
 /** Request for RunJob. */
@@ -532,6 +537,7 @@ function createBaseJob(): Job {
     estimatedRunningTimeSeconds: 0,
     usageSeconds: 0,
     rawJson: "",
+    usageQuantumSeconds: 0,
   };
 }
 
@@ -581,6 +587,9 @@ export const Job: MessageFns<Job> = {
     }
     if (message.rawJson !== "") {
       writer.uint32(122).string(message.rawJson);
+    }
+    if (message.usageQuantumSeconds !== 0) {
+      writer.uint32(129).double(message.usageQuantumSeconds);
     }
     return writer;
   },
@@ -718,6 +727,14 @@ export const Job: MessageFns<Job> = {
             message.rawJson = reader.string();
             continue;
           }
+          case 16: {
+            if (tag !== 129) {
+              break;
+            }
+
+            message.usageQuantumSeconds = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -785,6 +802,11 @@ export const Job: MessageFns<Job> = {
         : isSet(object.raw_json)
         ? globalThis.String(object.raw_json)
         : "",
+      usageQuantumSeconds: isSet(object.usageQuantumSeconds)
+        ? globalThis.Number(object.usageQuantumSeconds)
+        : isSet(object.usage_quantum_seconds)
+        ? globalThis.Number(object.usage_quantum_seconds)
+        : 0,
     };
   },
 
@@ -835,6 +857,9 @@ export const Job: MessageFns<Job> = {
     if (message.rawJson !== "") {
       obj.rawJson = message.rawJson;
     }
+    if (message.usageQuantumSeconds !== 0) {
+      obj.usageQuantumSeconds = floatToJson(message.usageQuantumSeconds);
+    }
     return obj;
   },
 
@@ -860,6 +885,7 @@ export const Job: MessageFns<Job> = {
     message.estimatedRunningTimeSeconds = object.estimatedRunningTimeSeconds ?? 0;
     message.usageSeconds = object.usageSeconds ?? 0;
     message.rawJson = object.rawJson ?? "";
+    message.usageQuantumSeconds = object.usageQuantumSeconds ?? 0;
     return message;
   },
 };

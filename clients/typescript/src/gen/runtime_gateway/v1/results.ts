@@ -104,7 +104,12 @@ export interface TypedPubResult {
   estimator?:
     | EstimatorPubData
     | undefined;
-  /** Names of data fields the decoder did not know and left out (read them in `result_json`). */
+  /**
+   * Names of data fields the decoder did not know and left out (read them in `result_json`),
+   * and `<register>.counts` for a register whose counts were asked for but left out because
+   * they would take more than 4 MiB (about one distinct outcome per shot on a wide register:
+   * count `packed_bits` instead).
+   */
   undecodedFields: string[];
   /** The pub's metadata as JSON text, as the upstream encoded it. */
   metadataJson: string;
