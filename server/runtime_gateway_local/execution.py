@@ -30,7 +30,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from typing import Any
 import structlog
 
 from runtime_gateway_local.worker import read_frame, write_frame
+from runtime_gateway_server.subprocesses import python_module
 
 log = structlog.get_logger("runtime_gateway_local.execution")
 
@@ -114,7 +114,7 @@ class WorkerProcess:
         tasks_read, tasks_write = os.pipe()
         results_read, results_write = os.pipe()
         argv = [
-            sys.executable, "-m", "runtime_gateway_local.worker",
+            *python_module("runtime_gateway_local.worker"),
             str(tasks_read), str(results_write), str(os.getpid()), json.dumps(self._devices),
         ]  # fmt: skip
         try:

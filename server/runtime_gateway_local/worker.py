@@ -26,9 +26,10 @@ from typing import Any, BinaryIO
 
 _HEADER = struct.Struct(">I")
 PR_SET_PDEATHSIG = 1
-# Aer's refusal when a circuit needs more than `max_memory_mb` (qiskit-aer 0.1x:
-# "Insufficient memory to run circuit ... using the statevector simulator. Required memory: ...").
-AER_MEMORY_MARKER = "insufficient memory"
+# Aer's refusals when a circuit needs more than `max_memory_mb`: "Insufficient memory to run
+# circuit ... Required memory: ..." (method chosen by name), and qiskit-aer 0.18's "a circuit
+# requires more memory than max_memory_mb" (method "automatic").
+AER_MEMORY_MARKERS = ("insufficient memory", "requires more memory than max_memory_mb")
 
 
 def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) -> None:
@@ -70,7 +71,7 @@ def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
 
 def run_task(task: dict[str, Any], catalog: Any) -> dict[str, Any]:
     """Decodes, validates and runs one job; never raises."""
-    from runtime_gateway_local import programs
+    from runtime_gateway_local import programs, simulation
 
     try:
         entry = catalog.get(task["backend"])
@@ -80,14 +81,17 @@ def run_task(task: dict[str, Any], catalog: Any) -> dict[str, Any]:
         limit = task.get("max_memory_mb")
         if limit:  # Aer refuses circuits whose state would need more (its own estimate)
             entry.aer_simulator.set_options(max_memory_mb=int(limit))
-        outcome = programs.execute(prepared, entry)
+        outcome = programs.execute(prepared, entry, int(limit) if limit else None)
     except programs.InvalidParams as error:
         return {"ok": False, "kind": "invalid", "message": str(error)}
+    except simulation.TooLarge as error:
+        return {"ok": False, "kind": "memory", "message": str(error)}
     except MemoryError:
         return {"ok": False, "kind": "memory", "message": "the simulation ran out of memory"}
     except Exception as error:
         message = str(error) or type(error).__name__
-        kind = "memory" if AER_MEMORY_MARKER in message.lower() else "error"
+        lowered = message.lower()
+        kind = "memory" if any(m in lowered for m in AER_MEMORY_MARKERS) else "error"
         return {"ok": False, "kind": kind, "message": message}
     return {
         "ok": True,

@@ -75,12 +75,14 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
 
 
 def _entangled_qasm(qubits: int) -> str:
-    """Not Clifford (the rotations), so Aer needs the full state vector: 16 bytes x 2^qubits."""
+    """Not Clifford (the rotations) and entangled across every cut (the rainbow of CXs after
+    them), so neither a state vector (16 bytes x 2^qubits) nor a matrix product state fits."""
     gates = " ".join(f"cx q[{i}], q[{i + 1}];" for i in range(qubits - 1))
     rotations = " ".join(f"rx(0.3) q[{i}];" for i in range(qubits))
+    rainbow = " ".join(f"cx q[{i}], q[{qubits - 1 - i}];" for i in range(qubits // 2))
     return (
         f'OPENQASM 3.0; include "stdgates.inc"; qubit[{qubits}] q; bit[{qubits}] c; '
-        f"h q[0]; {gates} {rotations} c = measure q;"
+        f"h q[0]; {gates} {rotations} {rainbow} c = measure q;"
     )
 
 
