@@ -1,7 +1,10 @@
 """`make demo`: starts the gateway, runs a short client session against it, stops it.
 
 Everything runs on loopback with the gateway's embedded local runtime: no IBM account is
-needed. The client uses only grpcio and the generated stubs.
+needed. A raw gRPC client (grpcio and the generated stubs only) runs a job on the simulator
+and follows it on the job stream; then the Python client runs IBM's documented flow on the
+least busy device (transpile for its target, `SamplerV2(mode=backend)`). Each job says which
+backend it runs on.
 """
 
 from __future__ import annotations
@@ -58,6 +61,35 @@ def counts(result_json: str) -> dict[str, int]:
     return dict(sorted(tally.items()))
 
 
+def device_flow(address: str, device: str) -> None:
+    """IBM's documented flow through this project's client, on a device: transpile for the
+    backend's target, then `SamplerV2(mode=backend)`. The client waits on the job stream."""
+    import os
+
+    try:
+        from qiskit import QuantumCircuit
+        from qiskit.transpiler import generate_preset_pass_manager
+    except ImportError:
+        print("(qiskit is not installed: the device flow is skipped)")
+        return
+    os.environ["RUNTIME_GATEWAY_ADDRESS"] = address
+    from runtime_gateway import QiskitRuntimeService, SamplerV2
+
+    with QiskitRuntimeService(channel="local") as service:
+        backend = service.backend(device)
+        circuit = QuantumCircuit(2)
+        circuit.h(0)
+        circuit.cx(0, 1)
+        circuit.measure_all()
+        isa = generate_preset_pass_manager(backend=backend, optimization_level=1).run(circuit)
+        job = SamplerV2(mode=backend).run([isa], shots=1000)
+        print(f"job {job.job_id()} runs on {job.backend().name} "
+              f"({backend.num_qubits}-qubit device, through the Python client)")  # fmt: skip
+        counts = job.result()[0].data.meas.get_counts()
+        top = dict(sorted(counts.items(), key=lambda kv: -kv[1])[:4])
+        print(f"   status: {job.status()}; most frequent outcomes (device noise included): {top}")
+
+
 def main() -> int:
     started = time.monotonic()
     proc, address = start_gateway()
@@ -82,26 +114,34 @@ def main() -> int:
             ).backend
             print(f"least busy device with 100+ qubits: {least.name}")
 
+            least = backends.GetLeastBusyBackend(
+                backends_pb2.GetLeastBusyBackendRequest(
+                    filter=backends_pb2.BackendFilter(simulator=False)
+                ),
+                timeout=30,
+            ).backend
             jobs = jobs_pb2_grpc.JobServiceStub(channel)
-            inputs = json.dumps({"pubs": [[BELL, None, 1000]], "version": 2})
+            # A raw client first: a Bell circuit on the simulator, waited on through the job
+            # stream (WatchJob), with no Qiskit at all.
             job = jobs.RunJob(
                 jobs_pb2.RunJobRequest(
                     program_id="sampler",
                     backend="ibmq_qasm_simulator",
-                    inputs_json=inputs,
+                    inputs_json=json.dumps({"pubs": [[BELL, None, 1000]], "version": 2}),
                     tags=["demo"],
                 ),
                 timeout=60,
             ).job
-            print(f"submitted Bell-state sampler job {job.id}")
-            for _ in range(600):  # bounded wait
-                job = jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), timeout=30).job
-                if job.state in FINAL:
-                    break
-                time.sleep(0.05)
-            print("job state:", jobs_pb2.JobState.Name(job.state))
-            result = jobs.GetJobResult(jobs_pb2.GetJobResultRequest(job_id=job.id), timeout=30)
-            print("counts:", counts(result.result_json))
+            print(f"job {job.id} runs on {job.backend} (raw gRPC)")
+            request = jobs_pb2.WatchJobRequest(job_id=job.id, include_result=True)
+            for message in jobs.WatchJob(request, timeout=120):
+                state = message.update.state if message.update.HasField("state") else None
+                if state is not None:
+                    print("   stream:", jobs_pb2.JobState.Name(state.job.state))
+                    if state.terminal:
+                        print("   counts:", counts(state.result_json))
+                        break
+        device_flow(address, least.name)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)

@@ -25,9 +25,36 @@ from runtime_gateway.exceptions import (
 from runtime_gateway.service import IBMBackend, QiskitRuntimeService, RuntimeJob
 
 __version__ = "0.1.0"
+
+# Loaded on first access (PEP 562), so `import runtime_gateway` stays free of Qiskit:
+# the primitives subclass qiskit-ibm-runtime's; Session and Batch need only gRPC.
+_LAZY = {
+    "SamplerV2": "runtime_gateway.primitives",
+    "EstimatorV2": "runtime_gateway.primitives",
+    "Sampler": "runtime_gateway.primitives",
+    "Estimator": "runtime_gateway.primitives",
+    "Session": "runtime_gateway.sessions",
+    "Batch": "runtime_gateway.sessions",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime_gateway' has no attribute '{name}'")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "AccountAlreadyExistsError",
     "AccountNotFoundError",
+    "Batch",
+    "Estimator",
+    "EstimatorV2",
     "IBMBackend",
     "IBMError",
     "IBMInputValueError",
@@ -43,4 +70,7 @@ __all__ = [
     "RuntimeJobNotFound",
     "RuntimeJobTimeoutError",
     "RuntimeProgramNotFound",
+    "Sampler",
+    "SamplerV2",
+    "Session",
 ]

@@ -18,6 +18,7 @@ import re
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -34,6 +35,7 @@ from runtime_gateway.exceptions import (
     RuntimeJobNotFound,
     RuntimeJobTimeoutError,
     from_rpc_error,
+    reason_of,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 ADDRESS_ENV = "RUNTIME_GATEWAY_ADDRESS"
 DEFAULT_ADDRESS = "localhost:50051"
 CALL_TIMEOUT = 120.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # the gateway's limit on a message either way
 STREAM_WINDOW = 60.0  # longest silence on a job stream before reconnecting
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _FINAL = {"DONE", "ERROR", "CANCELLED"}
@@ -70,6 +73,8 @@ def _api() -> Any:
             backends_pb2_grpc,
             jobs_pb2,
             jobs_pb2_grpc,
+            sessions_pb2,
+            sessions_pb2_grpc,
         )
 
         _API = SimpleNamespace(
@@ -81,6 +86,8 @@ def _api() -> Any:
             backends_pb2_grpc=backends_pb2_grpc,
             jobs_pb2=jobs_pb2,
             jobs_pb2_grpc=jobs_pb2_grpc,
+            sessions_pb2=sessions_pb2,
+            sessions_pb2_grpc=sessions_pb2_grpc,
         )
     return _API
 
@@ -169,14 +176,38 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
+def _warn_unsent_settings(account: accounts.Account) -> None:
+    """The gateway, not this process, reaches IBM: the account's `proxies` and `verify` are
+    not sent with a per-call account, so say where they are set instead of dropping them."""
+    if account.proxies:
+        warnings.warn(
+            "'proxies' is not used by this client: the runtime gateway reaches IBM through "
+            "the proxies of its own environment (HTTPS_PROXY / HTTP_PROXY / NO_PROXY on the "
+            "gateway) or of an account saved on the gateway.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if account.verify is False:
+        warnings.warn(
+            "'verify=False' is not used by this client: the runtime gateway verifies IBM's "
+            "certificates with its own CA bundle (REQUESTS_CA_BUNDLE on the gateway) or the "
+            "settings of an account saved on the gateway.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 class _Gateway:
     """One gRPC channel to the gateway and the account's call metadata."""
 
     def __init__(self, account: accounts.Account) -> None:
         address = os.environ.get(ADDRESS_ENV, DEFAULT_ADDRESS)
+        self.address = address
+        # The gateway's own limit (64 MiB); gRPC's default of 4 MiB would refuse large
+        # results and `job.inputs`.
         options = [
-            ("_api().grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("_api().grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
         if os.environ.get("RUNTIME_GATEWAY_TLS", "0").lower() in ("1", "true", "yes"):
             ca_path = os.environ.get("RUNTIME_GATEWAY_TLS_CA")
@@ -189,6 +220,7 @@ class _Gateway:
         self.backends = _api().backends_pb2_grpc.BackendServiceStub(self.channel)
         self.jobs = _api().jobs_pb2_grpc.JobServiceStub(self.channel)
         self.accounts = _api().accounts_pb2_grpc.AccountServiceStub(self.channel)
+        self.sessions = _api().sessions_pb2_grpc.SessionServiceStub(self.channel)
         md: list[tuple[str, str]] = [("x-runtime-channel", account.channel)]
         if account.channel != "local":
             md += [
@@ -205,7 +237,22 @@ class _Gateway:
         try:
             return method(request, metadata=self.metadata, timeout=CALL_TIMEOUT)
         except _api().grpc.RpcError as error:
-            raise from_rpc_error(error, errors) from None  # type: ignore[arg-type]
+            raise self.error(error, errors) from None
+
+    def error(self, error: Any, default: type[Exception] = IBMRuntimeError) -> Exception:
+        """The SDK exception for a failed call: the gateway's reason decides; a gateway that
+        cannot be reached (UNAVAILABLE with no reason of the gateway's) is an IBMRuntimeError
+        naming the address, never the caller's `default` (e.g. RuntimeJobNotFound)."""
+        grpc = _api().grpc
+        if not reason_of(error):
+            code = error.code()
+            if code == grpc.StatusCode.UNAVAILABLE:
+                return IBMRuntimeError(
+                    f"The runtime gateway at {self.address} cannot be reached: {error.details()}"
+                )
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return IBMRuntimeError(f"The gateway refused the message: {error.details()}")
+        return from_rpc_error(error, default)  # type: ignore[arg-type]
 
 
 class BackendStatus:
@@ -233,8 +280,8 @@ class IBMBackend:
 
     def __init__(self, service: QiskitRuntimeService, message: backends_pb2.Backend) -> None:
         self._service = service
-        self.name = message.name
-        self.num_qubits = message.num_qubits
+        self._name = message.name
+        self._num_qubits = message.num_qubits
         self.simulator = message.simulator
         self.dynamic_circuits = message.dynamic_circuits
         self.basis_gates = list(message.basis_gates)
@@ -243,7 +290,18 @@ class IBMBackend:
         self._status = message.status
         self._configuration: _AttrDict | None = None
         if message.HasField("configuration") and message.configuration.raw_json:
-            self._configuration = _AttrDict(json.loads(message.configuration.raw_json))
+            self._set_configuration(json.loads(message.configuration.raw_json))
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def num_qubits(self) -> int:
+        return int(self._num_qubits)
+
+    def _set_configuration(self, raw: dict[str, Any]) -> None:
+        self._configuration = _AttrDict(raw)
 
     def configuration(self) -> _AttrDict:
         if self._configuration is None:
@@ -253,7 +311,8 @@ class IBMBackend:
             reply = self._service._gateway.call(
                 self._service._gateway.backends.GetBackend, request, QiskitBackendNotFoundError
             )
-            self._configuration = _AttrDict(json.loads(reply.backend.configuration.raw_json))
+            self._set_configuration(json.loads(reply.backend.configuration.raw_json))
+        assert self._configuration is not None
         return self._configuration
 
     def properties(
@@ -292,6 +351,24 @@ class IBMBackend:
 
     def __repr__(self) -> str:
         return f"<IBMBackend('{self.name}')>"
+
+
+_BACKEND_CLASS: type[IBMBackend] | None = None
+
+
+def backend_class() -> type[IBMBackend]:
+    """The class of the service's backends: a `qiskit.providers.BackendV2` when Qiskit is
+    importable (its module is imported here, on the first backend, not with this package),
+    else the plain `IBMBackend`."""
+    global _BACKEND_CLASS
+    if _BACKEND_CLASS is None:
+        if importlib.util.find_spec("qiskit") is None:
+            _BACKEND_CLASS = IBMBackend
+        else:
+            from runtime_gateway.qiskit_backend import QiskitBackend
+
+            _BACKEND_CLASS = QiskitBackend
+    return _BACKEND_CLASS
 
 
 class RuntimeJob:
@@ -349,6 +426,41 @@ class RuntimeJob:
     def in_final_state(self) -> bool:
         return self.status() in _FINAL
 
+    def done(self) -> bool:
+        return self.status() == "DONE"
+
+    def running(self) -> bool:
+        return self.status() == "RUNNING"
+
+    def cancelled(self) -> bool:
+        return self.status() == "CANCELLED"
+
+    @property
+    def primitive_id(self) -> str:
+        """The program the job runs ('sampler', 'estimator', ...), as the SDK names it."""
+        return self.program_id
+
+    @property
+    def instance(self) -> str | None:
+        return self._message.instance or None
+
+    @property
+    def usage_estimation(self) -> dict[str, Any]:
+        """{'quantum_seconds': float | None}: the runtime's estimate made when queued."""
+        estimate = self._message.estimated_running_time_seconds
+        return {"quantum_seconds": estimate or None}
+
+    def usage(self, partial: bool = False) -> float | None:
+        """Quantum seconds charged: 0 until the usage is final (or the partial figure so far
+        with `partial=True`), as the SDK's `RuntimeJobV2.usage`."""
+        usage = self.metrics().get("usage", {}) or {}
+        if partial:
+            value = usage.get("qpu_charge_time_seconds", usage.get("quantum_seconds"))
+            return None if value is None else float(value)
+        if usage.get("status", "pending") == "pending":
+            return 0
+        return float(usage.get("quantum_seconds") or usage.get("seconds") or 0)
+
     def backend(self) -> IBMBackend:
         return self._service.backend(self._backend_name)
 
@@ -367,8 +479,11 @@ class RuntimeJob:
         """Waits on the gateway's job stream (not by polling).
 
         RuntimeJobTimeoutError after `timeout` seconds."""
+        if self._state() in _FINAL:
+            return  # a final state never changes: no stream needed (result() fetches it)
         deadline = None if timeout is None else time.monotonic() + timeout
         resume = 0
+        with_result = not self.private
         while True:  # reconnect with the last revision when a stream breaks or goes silent
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -379,7 +494,7 @@ class RuntimeJob:
             # window means a lost stream (grpc.aio can drop streams opened in a large burst).
             window = STREAM_WINDOW if remaining is None else min(remaining, STREAM_WINDOW)
             request = _api().jobs_pb2.WatchJobRequest(
-                job_id=self._job_id, include_result=not self.private, resume_after_revision=resume
+                job_id=self._job_id, include_result=with_result, resume_after_revision=resume
             )
             stream = self._service._gateway.jobs.WatchJob(
                 request, metadata=self._service._gateway.metadata, timeout=window
@@ -403,7 +518,12 @@ class RuntimeJob:
                     if code == _api().grpc.StatusCode.UNAVAILABLE:
                         time.sleep(0.5)  # the gateway went away: give it a moment
                     continue  # the loop raises RuntimeJobTimeoutError once the caller's time is up
-                raise from_rpc_error(error, RuntimeJobNotFound) from None
+                if code == _api().grpc.StatusCode.RESOURCE_EXHAUSTED and with_result:
+                    # The final update (result and its typed form) outgrew the message
+                    # limit: watch without it; result() fetches the result on its own.
+                    with_result = False
+                    continue
+                raise self._service._gateway.error(error, RuntimeJobNotFound) from None
             if self._state() in _FINAL:
                 return
 
@@ -445,7 +565,7 @@ class RuntimeJob:
                 raise RuntimeInvalidStateError(
                     f"Job cannot be cancelled: {error.details()}"
                 ) from None
-            raise from_rpc_error(error, IBMRuntimeError) from None
+            raise self._service._gateway.error(error, IBMRuntimeError) from None
         self._update(reply.job)
         self.cancel_result_streaming()
 
@@ -465,6 +585,12 @@ class RuntimeJob:
         return metrics
 
     def update_tags(self, new_tags: list[str]) -> list[str]:
+        """Replaces the job's tags with `new_tags` (a list of strings, else IBMInputValueError:
+        a bare string would otherwise become one tag per letter)."""
+        if not isinstance(new_tags, list) or not all(isinstance(t, str) for t in new_tags):
+            raise IBMInputValueError(
+                f"'new_tags' needs to be a list of strings, not {type(new_tags).__name__}."
+            )
         request = _api().jobs_pb2.UpdateJobTagsRequest(job_id=self._job_id, tags=new_tags)
         reply = self._service._gateway.call(self._service._gateway.jobs.UpdateJobTags, request)
         self._update(reply.job)
@@ -559,7 +685,9 @@ class QiskitRuntimeService:
         self._account = self._discover_account(
             token, url, instance, channel, filename, name, proxies, verify, channel_strategy
         )
+        _warn_unsent_settings(self._account)
         self._gateway = _Gateway(self._account)
+        self._targets: dict[tuple[str, str, str], Any] = {}  # (name, config, properties) -> Target
         if self._account.channel != "local":  # the SDK contacts IBM when constructed
             self._gateway.call(
                 self._gateway.accounts.VerifyAccount, _api().accounts_pb2.VerifyAccountRequest()
@@ -684,7 +812,8 @@ class QiskitRuntimeService:
                 where.attributes[key] = json.dumps(value)
         request = _api().backends_pb2.ListBackendsRequest(filter=where)
         reply = self._gateway.call(self._gateway.backends.ListBackends, request, IBMInputValueError)
-        found = [IBMBackend(self, b) for b in reply.backends]
+        make = backend_class()
+        found = [make(self, b) for b in reply.backends]
         if name and not found:
             raise QiskitBackendNotFoundError("No backend matches the criteria.")
         return [b for b in found if filters(b)] if filters else found
@@ -784,12 +913,47 @@ class QiskitRuntimeService:
                 if error.code() == _api().grpc.StatusCode.UNAVAILABLE and attempt < 2:
                     time.sleep(0.5 * (attempt + 1))
                     continue
-                raise from_rpc_error(error, IBMRuntimeError) from None
+                raise self._gateway.error(error, IBMRuntimeError) from None
         assert reply is not None
         job = RuntimeJob(self, reply.job, result_decoder)
         if callback is not None:
             job.stream_results(callback)
         return job
+
+    def _run(
+        self,
+        program_id: str,
+        inputs: dict[str, Any],
+        options: Any = None,
+        result_decoder: Any = None,
+        session_id: str | None = None,
+        start_session: bool | None = False,
+        calibration_id: str | None = None,
+        dry_run: bool = False,
+    ) -> RuntimeJob:
+        """What the primitives call (the SDK's `_run` contract): `options` holds the runtime
+        options of the primitive's options (backend object or name, job_tags,
+        max_execution_time, log_level, image, private, instance)."""
+        if dry_run:
+            raise IBMInputValueError("dry_run is not supported through the gateway.")
+        opts = dict(options or {}) if isinstance(options, dict) else dict(vars(options or {}))
+        backend = opts.get("backend")
+        run_options: dict[str, Any] = {
+            "backend": backend if isinstance(backend, str) or backend is None else backend.name,
+        }
+        for key in ("job_tags", "max_execution_time", "log_level", "image", "session_time"):
+            if opts.get(key) is not None:
+                run_options[key] = opts[key]
+        if opts.get("instance") and self._account.channel == "ibm_quantum":
+            run_options["instance"] = opts["instance"]
+        return self.run(
+            program_id,
+            inputs,
+            options=run_options,
+            result_decoder=result_decoder,
+            session_id=session_id,
+            start_session=start_session,
+        )
 
     def job(self, job_id: str) -> RuntimeJob:
         reply = self._gateway.call(
