@@ -16,6 +16,9 @@ COPY --from=build /opt/venv /opt/venv
 # A container must listen beyond loopback. Plaintext is the explicit choice here, for TLS
 # terminated by the platform in front of it; to serve TLS itself, mount a certificate and
 # set RUNTIME_GATEWAY_TLS_CERT and RUNTIME_GATEWAY_TLS_KEY (and RUNTIME_GATEWAY_INSECURE=0).
+# The HEALTHCHECK then probes over TLS, trusting RUNTIME_GATEWAY_TLS_CERT (a self-signed
+# certificate); for a CA-issued one set RUNTIME_GATEWAY_HEALTH_TLS_CA, and
+# RUNTIME_GATEWAY_HEALTH_TLS_SERVER_NAME when the certificate does not name 127.0.0.1.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     RUNTIME_GATEWAY_LISTEN=0.0.0.0:50051 \

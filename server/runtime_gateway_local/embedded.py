@@ -20,10 +20,11 @@ import secrets
 import selectors
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from runtime_gateway_server.subprocesses import python_module
 
 READY_TIMEOUT = 120.0  # start-up reads the device snapshots; slow on a loaded machine
 STOP_SECONDS = 5.0
@@ -59,7 +60,7 @@ class EmbeddedLocalRuntime:
         """
         token = f"local-{secrets.token_urlsafe(24)}"
         argv = [
-            sys.executable, "-m", "runtime_gateway_server", "local-runtime",
+            *python_module("runtime_gateway_server"), "local-runtime",
             "--listen", listen, "--workers", str(workers),
             "--job-memory-mb", str(job_memory_mb), "--parent-pid", str(os.getpid()),
             "--log-format", log_format, "--log-level", log_level,

@@ -73,11 +73,15 @@ class FaultInjector:
             return None
         if config.methods and request.method not in config.methods:
             return None
+        with self._lock:
+            # `max_faults` bounds latency too: each faulted request counts once.
+            if config.max_faults >= 0 and self.injected >= config.max_faults:
+                return None
+            if config.latency_ms:
+                self.injected += 1
         if config.latency_ms:
             time.sleep(config.latency_ms / 1000)
         with self._lock:
-            if config.max_faults >= 0 and self.injected >= config.max_faults:
-                return None
             draw = self._random.random()
             fault: object | None = None
             if draw < config.drop_rate:
@@ -90,7 +94,7 @@ class FaultInjector:
                     "Too many requests (injected by the local runtime).",
                     headers={"Retry-After": f"{config.retry_after_seconds:g}"},
                 )
-            if fault is not None:
+            if fault is not None and not config.latency_ms:
                 self.injected += 1
         if isinstance(fault, HttpError):
             raise fault

@@ -85,16 +85,8 @@ class Account:
             )
         if self.channel != "local" and (not isinstance(self.token, str) or not self.token.strip()):
             raise invalid_argument(f"{prefix}.token", "must be a non-empty string")
-        try:
-            parts = urlsplit(self.url)
-            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
-        except ValueError:  # e.g. an unclosed IPv6 bracket
-            usable = False
-        if self.channel != "local" and not usable:
-            raise invalid_argument(
-                f"{prefix}.url", f"must be an http(s) URL, got {excerpt(self.url)}"
-            )
+        if self.channel != "local":
+            check_account_url(f"{prefix}.url", self.url)
         check_instance(self.channel, self.instance, f"{prefix}.instance")
         if self.channel_strategy is not None:
             if self.channel_strategy not in CHANNEL_STRATEGIES:
@@ -168,6 +160,38 @@ _CRN = re.compile(
 _HGP_PART = re.compile(r"[A-Za-z0-9_.-]+")
 
 
+def check_account_url(field: str, url: str) -> None:
+    """An account's URL: http(s), a host, no user information, query or fragment, no
+    backslash or `..` segment, a port in 1-65535. The upstream hosts are derived from it (or
+    it is used as is), so anything a URL parser could read two ways is refused outright."""
+    problem = ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts, problem = None, "must be an http(s) URL"
+    port = None
+    if parts is not None:
+        try:
+            port = parts.port  # ValueError for a port that is not a number or out of range
+        except ValueError:
+            problem = "must have a port between 1 and 65535"
+    if parts is not None and not problem:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problem = "must be an http(s) URL"
+        elif "@" in parts.netloc:
+            problem = "must not carry user information (user@host)"
+        elif "\\" in url:
+            problem = "must not contain a backslash"
+        elif parts.query or parts.fragment or "?" in url or "#" in url:
+            problem = "must not have a query or a fragment"
+        elif ".." in parts.path.split("/"):
+            problem = "must not contain '..' path segments"
+        elif port == 0:
+            problem = "must not use port 0"
+    if problem:
+        raise invalid_argument(field, f"{problem}, got {excerpt(url)}")
+
+
 def check_instance(channel: str, instance: str | None, field_name: str) -> None:
     if not instance:
         return
@@ -196,7 +220,7 @@ class AccountFile:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # files hold tokens
         lock_path = self.path.with_name(self.path.name + ".lock")
         with self._lock:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)

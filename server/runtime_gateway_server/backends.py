@@ -95,16 +95,25 @@ class BackendDirectory:
         self._statuses: TTLCache[Status] = TTLCache(status_ttl)
 
     # --- upstream reads, cached -------------------------------------------------------------
-    def names(self, client: AccountClient, deadline: Deadline, instance: str = "") -> list[str]:
+    def names(
+        self,
+        client: AccountClient,
+        deadline: Deadline,
+        instance: str = "",
+        field: str = "filter.instance",
+    ) -> list[str]:
+        """Backend names the account (or one of its ibm_quantum projects) may use; `field` is
+        the request field that named `instance`, for errors."""
         if instance and instance != (client.account.instance or ""):
             if not client.legacy:
-                raise invalid_argument(
-                    "filter.instance", "is only supported for the ibm_quantum channel"
-                )
+                raise invalid_argument(field, "is only supported for the ibm_quantum channel")
             if instance not in [i.id for i in client.instances(deadline)]:
-                raise invalid_argument(
-                    "filter.instance",
-                    f"hub/group/project {excerpt(instance)} is not one of this account's",
+                # As ListJobs and RunJob answer for a project the account cannot use.
+                raise GatewayError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "UPSTREAM_PERMISSION_DENIED",
+                    f"{field}: hub/group/project {excerpt(instance)} is not one of this "
+                    "account's",
                 )
 
         def load() -> list[str]:
@@ -222,7 +231,7 @@ class BackendDirectory:
     def _check_visible(
         self, client: AccountClient, name: str, deadline: Deadline, instance: str = ""
     ) -> None:
-        if name not in self.names(client, deadline, instance):
+        if name not in self.names(client, deadline, instance, field="instance"):
             raise backend_not_found(name)
 
 

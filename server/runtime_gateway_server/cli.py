@@ -23,6 +23,20 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name, default)
 
 
+class EnvError(ValueError):
+    """An environment variable's value is not what its flag takes."""
+
+
+def _number_env(name: str, default: str, kind: type[int] | type[float]) -> Any:
+    """The variable as a number; EnvError naming it otherwise (one line, not a traceback)."""
+    value = _env(name, default)
+    try:
+        return kind(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise EnvError(f"{ENV_PREFIX}{name}={value[:40]!r} is not {what}") from None
+
+
 def _path_env(name: str) -> Path | None:
     value = os.environ.get(ENV_PREFIX + name)
     return Path(value) if value else None
@@ -46,8 +60,15 @@ def _add_logging_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line naming it (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="runtime-gateway",
         description="A gRPC gateway to IBM Quantum's Qiskit Runtime, and its local runtime.",
     )
@@ -68,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--grace-seconds",
         type=float,
-        default=float(_env("GRACE_SECONDS", "10")),
+        default=_number_env("GRACE_SECONDS", "10", float),
         help="how long in-flight calls may finish after SIGTERM/SIGINT (default: 10)",
     )
     serve.add_argument(
@@ -115,53 +136,54 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--backend-cache-seconds",
         type=float,
-        default=float(_env("BACKEND_CACHE_SECONDS", "60")),
+        default=_number_env("BACKEND_CACHE_SECONDS", "60", float),
         help="how long backend lists are cached per account (configurations: 5x longer; "
         "status: at most 2 s); 0 turns caching off (default: 60)",
     )
     serve.add_argument(
         "--upstream-threads",
         type=int,
-        default=int(_env("UPSTREAM_THREADS", "32")),
+        default=_number_env("UPSTREAM_THREADS", "32", int),
         help="concurrent HTTP calls to IBM (default: 32)",
     )
     serve.add_argument(
         "--upstream-timeout",
         type=float,
-        default=float(_env("UPSTREAM_TIMEOUT", "60")),
+        default=_number_env("UPSTREAM_TIMEOUT", "60", float),
         help="read timeout of one HTTP call to IBM, in seconds (default: 60)",
     )
     serve.add_argument(
         "--max-inflight-bytes",
         type=int,
-        default=int(_env("MAX_INFLIGHT_BYTES", str(256 * 1024 * 1024))),
-        help="bytes of serialized requests a gateway process holds at once; beyond it calls "
-        "get RESOURCE_EXHAUSTED (GATEWAY_OVERLOADED) with a retry delay (per worker; "
-        "env RUNTIME_GATEWAY_MAX_INFLIGHT_BYTES; default: 268435456)",
+        default=_number_env("MAX_INFLIGHT_BYTES", str(512 * 1024 * 1024), int),
+        help="memory the requests in flight may hold in a gateway process, counted as four "
+        "times their serialized size; beyond it calls get RESOURCE_EXHAUSTED "
+        "(GATEWAY_OVERLOADED) with a retry delay (per worker; "
+        "env RUNTIME_GATEWAY_MAX_INFLIGHT_BYTES; default: 536870912)",
     )
     serve.add_argument(
         "--watch-poll-seconds",
         type=float,
-        default=float(_env("WATCH_POLL_SECONDS", "0.5")),
+        default=_number_env("WATCH_POLL_SECONDS", "0.5", float),
         help="job-update streams poll a watched job this often after a change and while it "
         "runs; unchanged queued jobs back off to --watch-max-poll-seconds (default: 0.5)",
     )
     serve.add_argument(
         "--watch-max-poll-seconds",
         type=float,
-        default=float(_env("WATCH_MAX_POLL_SECONDS", "10")),
+        default=_number_env("WATCH_MAX_POLL_SECONDS", "10", float),
         help="the slowest poll of a job waiting unchanged in the queue (default: 10)",
     )
     serve.add_argument(
         "--watch-heartbeat-seconds",
         type=float,
-        default=float(_env("WATCH_HEARTBEAT_SECONDS", "15")),
+        default=_number_env("WATCH_HEARTBEAT_SECONDS", "15", float),
         help="idle job-update streams send a heartbeat this often (default: 15)",
     )
     serve.add_argument(
         "--watch-account-rps",
         type=float,
-        default=float(_env("WATCH_ACCOUNT_RPS", "20")),
+        default=_number_env("WATCH_ACCOUNT_RPS", "20", float),
         help="upstream requests per second per account, for all watched jobs (default: 20)",
     )
     serve.add_argument(
@@ -185,13 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--local-workers",
         type=int,
-        default=int(_env("LOCAL_WORKERS", "2")),
+        default=_number_env("LOCAL_WORKERS", "2", int),
         help="jobs the embedded local runtime runs at once (default: 2)",
     )
     serve.add_argument(
         "--local-job-memory-mb",
         type=int,
-        default=int(_env("LOCAL_JOB_MEMORY_MB", "4096")),
+        default=_number_env("LOCAL_JOB_MEMORY_MB", "4096", int),
         help="memory one job of the embedded local runtime may use, in MB; a job needing more "
         "fails as IBM fails a job it cannot run (env RUNTIME_GATEWAY_LOCAL_JOB_MEMORY_MB; "
         "default: 4096)",
@@ -199,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=int(_env("WORKERS", "1")),
+        default=_number_env("WORKERS", "1", int),
         help="gateway processes sharing the port, to use more than one core; they share "
         "request ids and page tokens through the state directory (env RUNTIME_GATEWAY_WORKERS; "
         "default: 1)",
@@ -211,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="private directory for state that workers and restarts share: RunJob request ids "
         "and the page-token key (env RUNTIME_GATEWAY_STATE_DIR; default: in memory, or a "
         "temporary directory with --workers above 1)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        default=_env("METRICS_LISTEN", "") or None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP: loopback "
+        "unless --insecure; with --workers N the supervisor serves all workers' sum; env "
+        "RUNTIME_GATEWAY_METRICS_LISTEN; default: off)",
     )
     # Set by the supervisor of `--workers N` on the processes it starts.
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -242,29 +272,37 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument(
         "--workers",
         type=int,
-        default=int(_env("LOCAL_WORKERS", "2")),
+        default=_number_env("LOCAL_WORKERS", "2", int),
         help="jobs run at once, each in a simulation worker process (default: 2)",
     )
     local.add_argument(
         "--job-memory-mb",
         type=int,
-        default=int(_env("LOCAL_JOB_MEMORY_MB", "4096")),
+        default=_number_env("LOCAL_JOB_MEMORY_MB", "4096", int),
         help="memory one job may use, in MB: Aer refuses circuits that need more and a "
         "watchdog kills a job that grows beyond it; the job fails as IBM fails a job it "
         "cannot run (env RUNTIME_GATEWAY_LOCAL_JOB_MEMORY_MB; default: 4096)",
+    )
+    local.add_argument(
+        "--job-seconds",
+        type=float,
+        default=float(_env("LOCAL_JOB_SECONDS", "2")),
+        help="the shortest a job takes on a device (not the simulator), so jobs are seen "
+        "QUEUED and RUNNING and a device runs one at a time as on IBM; 0 for fast tests "
+        "(env RUNTIME_GATEWAY_LOCAL_JOB_SECONDS; default: 2)",
     )
     # Set by `serve` on its embedded local runtime: stop when that gateway is gone.
     local.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     local.add_argument(
         "--token-ttl-seconds",
         type=int,
-        default=int(_env("LOCAL_TOKEN_TTL_SECONDS", "3600")),
+        default=_number_env("LOCAL_TOKEN_TTL_SECONDS", "3600", int),
         help="lifetime of issued access tokens; clients then re-authenticate (default: 3600)",
     )
     local.add_argument(
         "--job-rate-limit",
         type=int,
-        default=int(_env("LOCAL_JOB_RATE_LIMIT", "0")),
+        default=_number_env("LOCAL_JOB_RATE_LIMIT", "0", int),
         help="jobs per minute per user before 429, as IBM's limit of 5 (default: 0, no limit)",
     )
     local.add_argument(
@@ -288,6 +326,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--service", default="", help="service name to ask about (default: server)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default: 3)")
+    # A gateway serving TLS is probed over TLS. In the gateway's own container the defaults
+    # come from its serve settings: its certificate (self-signed, or a file with its chain)
+    # as the trust root, and for mutual TLS a client pair from the environment.
+    check.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=_env("HEALTH_TLS_CA", "") or _env("TLS_CERT", "") or None,
+        help="probe over TLS, trusting this CA file (env RUNTIME_GATEWAY_HEALTH_TLS_CA; default: "
+        "the gateway's RUNTIME_GATEWAY_TLS_CERT when set, else plaintext)",
+    )
+    check.add_argument(
+        "--tls-client-cert",
+        type=Path,
+        default=_env("HEALTH_TLS_CLIENT_CERT", "") or None,
+        help="client certificate for a gateway that requires one (with --tls-client-key; env "
+        "RUNTIME_GATEWAY_HEALTH_TLS_CLIENT_CERT)",
+    )
+    check.add_argument(
+        "--tls-client-key",
+        type=Path,
+        default=_env("HEALTH_TLS_CLIENT_KEY", "") or None,
+        help="the client certificate's key (env RUNTIME_GATEWAY_HEALTH_TLS_CLIENT_KEY)",
+    )
+    check.add_argument(
+        "--tls-server-name",
+        default=_env("HEALTH_TLS_SERVER_NAME", "") or None,
+        help="the name the gateway's certificate carries, when it is not the address's host "
+        "(env RUNTIME_GATEWAY_HEALTH_TLS_SERVER_NAME)",
+    )
     return parser
 
 
@@ -303,6 +370,50 @@ def _serve_options(args: argparse.Namespace) -> Any:
         insecure=args.insecure,
         reuse_port=args.worker_index is not None,
         max_inflight_bytes=args.max_inflight_bytes,
+        metrics=bool(args.metrics_listen),
+    )
+
+
+def _check_metrics_listen(args: argparse.Namespace) -> None:
+    """Metrics are plain HTTP: beyond loopback only with --insecure (a trusted network)."""
+    from runtime_gateway_server.app import _is_loopback
+
+    listen = args.metrics_listen
+    if listen and ":" not in listen:
+        raise OSError(f"--metrics-listen must be HOST:PORT, not {listen!r}")
+    if listen and not _is_loopback(listen) and not args.insecure:
+        raise OSError(
+            f"refusing to serve metrics on {listen}: beyond loopback they need --insecure "
+            "(plain HTTP, for a trusted network or a scraping proxy)"
+        )
+
+
+def _log_configuration(args: argparse.Namespace, upstream: Any, tracing: bool) -> None:
+    """One INFO line with the effective configuration; no secret (the API keys' digests, the
+    local runtime's token and account files are left out)."""
+    import structlog
+
+    structlog.get_logger("runtime_gateway_server").info(
+        "gateway_config",
+        listen=args.listen,
+        tls="mtls" if args.tls_client_ca else ("tls" if args.tls_cert else "off"),
+        insecure=args.insecure,
+        workers=args.worker_count if args.worker_index is not None else args.workers,
+        worker=args.worker_index,
+        upstream="local runtime" if upstream is not None else "IBM only",
+        local_runtime_url=upstream.url if upstream is not None else None,
+        allow_upstream=list(args.allow_upstream),
+        accounts_dir=str(args.accounts_dir) if args.accounts_dir else None,
+        api_keys=len(args.api_key),
+        backend_cache_seconds=args.backend_cache_seconds,
+        upstream_threads=args.upstream_threads,
+        upstream_timeout=args.upstream_timeout,
+        max_inflight_bytes=args.max_inflight_bytes,
+        state_dir=str(args.state_dir) if args.state_dir else "memory",
+        request_id_store="sqlite" if args.state_dir else "memory",
+        metrics=args.metrics_listen,
+        tracing=tracing,
+        log_level=args.log_level,
     )
 
 
@@ -314,6 +425,7 @@ def _serve(args: argparse.Namespace) -> int:
     from runtime_gateway_server.allowlist import parse_entries
 
     parse_entries(args.allow_upstream)  # OSError for a bad entry, before anything starts
+    _check_metrics_listen(args)
     if args.workers > 1 and args.worker_index is None:
         return _supervise(args)
     from runtime_gateway_server.app import GatewayServer, serve_until_signalled
@@ -359,6 +471,18 @@ def _serve(args: argparse.Namespace) -> int:
     gateway = build_gateway(settings, upstream)
     options.registrars = (lambda server: register(gateway, server),)
     options.shutdown_hooks = (gateway.watch.shutdown,)
+    from runtime_gateway_server import tracing
+
+    tracing_on = tracing.wanted()
+    if tracing_on:
+        options.interceptors = tuple(tracing.setup())
+    metrics_address = None
+    if args.metrics_listen and not worker:  # a supervisor serves its workers' metrics
+        from runtime_gateway_server.metrics import serve_metrics
+
+        _, metrics_port = serve_metrics(args.metrics_listen)
+        metrics_address = f"{args.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}"
+    _log_configuration(args, upstream, tracing_on)
 
     async def run() -> None:
         server = GatewayServer(options)
@@ -368,16 +492,44 @@ def _serve(args: argparse.Namespace) -> int:
                 service="gateway",
                 address=server.address,
                 local_runtime_url=upstream.url if upstream else None,
+                **({"metrics_address": metrics_address} if metrics_address else {}),
             ),
         )
 
     try:
         asyncio.run(run())
     finally:
+        # The grace is over: nothing more goes upstream for calls already answered.
+        gateway.clients.http.close()
         gateway.executor.shutdown(wait=False, cancel_futures=True)
         if local is not None:
             local.stop()
+    _exit_without_waiting_for_upstream_calls()
     return 0
+
+
+def _exit_without_waiting_for_upstream_calls() -> None:
+    """Python joins executor threads at exit, so a request still waiting on a slow upstream
+    (up to --upstream-timeout) would hold the process long past --grace-seconds. Its call was
+    answered when the grace ended; the process leaves without it."""
+    import threading
+    import time
+
+    until = time.monotonic() + 1.0  # idle threads leave at once; busy ones do not
+    busy = [t for t in threading.enumerate() if t.name.startswith("upstream")]
+    for thread in busy:
+        thread.join(max(0.0, until - time.monotonic()))
+    busy = [t for t in busy if t.is_alive()]
+    if not busy:
+        return
+    import structlog
+
+    structlog.get_logger("runtime_gateway_server").warning(
+        "exit_abandons_upstream_requests", requests=len(busy)
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _supervise(args: argparse.Namespace) -> int:
@@ -410,6 +562,18 @@ def _supervise(args: argparse.Namespace) -> int:
         StateDir.open(state_dir).page_token_key()  # one key, made before any worker reads it
         local = _start_embedded_local_runtime(args) if args.local_runtime else None
         env = {}
+        metrics_address = None
+        if args.metrics_listen:
+            # prometheus-client's multiprocess mode: each worker writes its values under this
+            # directory; the supervisor serves their sum (see runtime_gateway_server.metrics).
+            from runtime_gateway_server.metrics import MULTIPROC_ENV, serve_metrics
+
+            metrics_dir = state_dir / "metrics"
+            shutil.rmtree(metrics_dir, ignore_errors=True)  # a restart starts from zero
+            metrics_dir.mkdir(mode=0o700)
+            env[MULTIPROC_ENV] = str(metrics_dir)
+            _, metrics_port = serve_metrics(args.metrics_listen, str(metrics_dir))
+            metrics_address = f"{args.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}"
         if local is not None:
             upstream = LocalUpstream(local.base_url, local.token, local.crn)
             env[LOCAL_UPSTREAM_ENV] = json.dumps(asdict(upstream))
@@ -430,6 +594,7 @@ def _supervise(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 pids=supervisor.pids(),
                 local_runtime_url=local.base_url if local else None,
+                **({"metrics_address": metrics_address} if metrics_address else {}),
             )
             return supervisor.watch(lambda: stop)
         finally:
@@ -504,6 +669,7 @@ def _local_runtime(args: argparse.Namespace) -> int:
         token_ttl_seconds=args.token_ttl_seconds,
         job_rate_limit_per_minute=args.job_rate_limit,
         usage_limit_seconds=args.usage_limit_seconds,
+        job_seconds=args.job_seconds,
     )
     return run_local_runtime(
         settings,
@@ -516,7 +682,12 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.address) as channel:
+    try:
+        channel = _health_channel(args)
+    except OSError as error:
+        print(f"unhealthy: cannot read TLS files: {error}", file=sys.stderr)
+        return 1
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(
@@ -530,10 +701,36 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _health_channel(args: argparse.Namespace) -> Any:
+    """Plaintext, or TLS (mutual when a client pair is given) as the probe's flags say."""
+    import grpc
+
+    if args.tls_ca is None and args.tls_client_cert is None:
+        return grpc.insecure_channel(args.address)
+    if (args.tls_client_cert is None) != (args.tls_client_key is None):
+        raise OSError("--tls-client-cert and --tls-client-key go together")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=args.tls_ca.read_bytes() if args.tls_ca else None,
+        private_key=args.tls_client_key.read_bytes() if args.tls_client_key else None,
+        certificate_chain=args.tls_client_cert.read_bytes() if args.tls_client_cert else None,
+    )
+    options = (
+        [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    )
+    return grpc.secure_channel(args.address, credentials, options=options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     faulthandler.enable()  # a crash in a C extension (Aer, qiskit) prints its Python stack
+    # gRPC's C core writes INFO lines of its own (a client's failed TLS handshake) straight
+    # to stderr, outside the JSON log; errors only, unless the operator asks for more.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except EnvError as error:
+        print(f"runtime-gateway: {error}", file=sys.stderr)
+        return 2
     args.argv = argv  # `serve --workers N` passes the same flags on to its workers
     handlers = {"serve": _serve, "local-runtime": _local_runtime, "health": _health}
     try:

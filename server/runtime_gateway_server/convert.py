@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2
+from runtime_gateway.v1 import accounts_pb2, backends_pb2, jobs_pb2, sessions_pb2
 from runtime_gateway_server import results
 from runtime_gateway_server.accounts import Account
 from runtime_gateway_server.backends import Backend, Status
@@ -50,7 +53,7 @@ def account(acct: Account) -> accounts_pb2.Account:
     proxies = None
     if acct.proxies:
         proxies = accounts_pb2.ProxyConfiguration(
-            urls={str(k): str(v) for k, v in (acct.proxies.get("urls") or {}).items()},
+            urls={str(k): masked_url(str(v)) for k, v in (acct.proxies.get("urls") or {}).items()},
             username_ntlm=str(acct.proxies.get("username_ntlm") or ""),
         )
     return accounts_pb2.Account(
@@ -64,6 +67,17 @@ def account(acct: Account) -> accounts_pb2.Account:
         channel_strategy=acct.channel_strategy or "",
         is_default=acct.is_default,
     )
+
+
+def masked_url(url: str) -> str:
+    """A URL with the password of its user information replaced by `***`: proxy URLs carry
+    credentials (`http://user:password@proxy:3128`), and accounts' secrets are write-only."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def account_from_proto(message: accounts_pb2.Account) -> Account:
@@ -118,6 +132,7 @@ def job(data: dict[str, Any], with_inputs: bool = False) -> jobs_pb2.Job:
         estimated_running_time_seconds=float(data.get("estimated_running_time_seconds") or 0),
         usage_seconds=float(usage.get("quantum_seconds") or usage.get("seconds") or 0),
         raw_json=json.dumps(body),
+        usage_quantum_seconds=_number(usage.get("quantum_seconds")) or 0.0,
     )
     if with_inputs and params is not None:
         message.inputs_json = params if isinstance(params, str) else json.dumps(params)
@@ -223,17 +238,21 @@ def _seconds(entries: list[dict[str, Any]], name: str) -> float:
     return 0.0
 
 
-def job_update(update: Any) -> jobs_pb2.JobUpdate:
-    """A watch.Update as the JobUpdate message streams carry."""
+def job_update(update: Any, instance: str = "") -> jobs_pb2.JobUpdate:
+    """A watch.Update as the JobUpdate message streams carry; `instance` (the subscriber's)
+    fills the job's instance when IBM's job does not name it, as GetJob does."""
     message = jobs_pb2.JobUpdate(
         job_id=update.job_id,
         revision=update.revision,
         observe_time=timestamp(datetime.fromtimestamp(update.observed, UTC)),
     )
     if update.kind == "state":
+        state = job(update.job or {})
+        if not state.instance:
+            state.instance = instance
         message.state.CopyFrom(
             jobs_pb2.JobStateUpdate(
-                job=job(update.job or {}), terminal=update.terminal, result_json=update.result_json
+                job=state, terminal=update.terminal, result_json=update.result_json
             )
         )
         if update.result_json:  # the subscriber asked for the result: also in typed form
@@ -244,4 +263,91 @@ def job_update(update: Any) -> jobs_pb2.JobUpdate:
         message.error.CopyFrom(jobs_pb2.JobStreamError(reason=update.reason, message=update.text))
     else:
         message.heartbeat.CopyFrom(jobs_pb2.JobHeartbeat())
+    return message
+
+
+# --- sessions and usage ----------------------------------------------------------------------
+SESSION_MODES = {
+    "dedicated": sessions_pb2.SESSION_MODE_DEDICATED,
+    "batch": sessions_pb2.SESSION_MODE_BATCH,
+}
+SESSION_MODE_NAMES = {v: k for k, v in SESSION_MODES.items()}
+# IBM's states; the SDK 0.51 also knows `pending_inactive` / `pending_closed` (still running
+# jobs, about to turn inactive / closed), reported here as ACTIVE like its `status()` does.
+SESSION_STATES = {
+    "open": sessions_pb2.SESSION_STATE_OPEN,
+    "active": sessions_pb2.SESSION_STATE_ACTIVE,
+    "pending_inactive": sessions_pb2.SESSION_STATE_ACTIVE,
+    "pending_closed": sessions_pb2.SESSION_STATE_ACTIVE,
+    "inactive": sessions_pb2.SESSION_STATE_INACTIVE,
+    "closed": sessions_pb2.SESSION_STATE_CLOSED,
+}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _time(value: Any) -> Timestamp | None:
+    """An upstream ISO 8601 time; anything else (null, a number) as unset."""
+    return timestamp(value) if isinstance(value, str) else None
+
+
+def _duration(value: Any) -> Duration | None:
+    seconds = _number(value)
+    if seconds is None:
+        return None
+    duration = Duration()  # within Duration's range (about 10,000 years)
+    duration.FromNanoseconds(int(min(max(seconds, 0), 315_576_000_000) * 1e9))
+    return duration
+
+
+def session(data: dict[str, Any], instance: str = "") -> sessions_pb2.Session:
+    """IBM's session object (`GET /sessions/{id}`) as a Session message."""
+    return sessions_pb2.Session(
+        id=str(data.get("id") or ""),
+        backend=str(data.get("backend_name") or data.get("backend") or ""),
+        mode=SESSION_MODES.get(str(data.get("mode") or ""), sessions_pb2.SESSION_MODE_UNSPECIFIED),
+        state=SESSION_STATES.get(
+            str(data.get("state") or "").lower(), sessions_pb2.SESSION_STATE_UNSPECIFIED
+        ),
+        state_reason=str(data.get("state_reason") or ""),
+        accepting_jobs=bool(data.get("accepting_jobs", False)),
+        max_ttl=_duration(data.get("max_ttl")),
+        interactive_ttl=_duration(data.get("interactive_ttl")),
+        active_ttl=_duration(data.get("active_ttl")),
+        start_time=_time(data.get("started_at")),
+        activate_time=_time(data.get("activated_at")),
+        close_time=_time(data.get("closed_at")),
+        last_job_start_time=_time(data.get("last_job_started")),
+        last_job_complete_time=_time(data.get("last_job_completed")),
+        usage_seconds=_number(data.get("elapsed_time")) or 0.0,
+        instance=str(data.get("instance") or instance),
+        raw_json=json.dumps(data),
+    )
+
+
+def usage(instance: str, data: dict[str, Any]) -> sessions_pb2.GetUsageResponse:
+    """IBM's `GET /instances/usage` answer; the remaining time as the SDK's `usage()` computes
+    it: max(limit or allocation - consumed, 0), when a limit or allocation is set."""
+    consumed = _number(data.get("usage_consumed_seconds")) or 0.0
+    limit = _number(data.get("usage_limit_seconds"))
+    allocation = _number(data.get("usage_allocation_seconds"))
+    period = data.get("usage_period")
+    period = period if isinstance(period, dict) else {}
+    message = sessions_pb2.GetUsageResponse(
+        instance=str(data.get("instance_id") or instance),
+        usage_consumed_seconds=consumed,
+        usage_limit_reached=bool(data.get("usage_limit_reached", False)),
+        period_start_time=_time(period.get("start_time")),
+        period_end_time=_time(period.get("end_time")),
+    )
+    if limit is not None:
+        message.usage_limit_seconds = limit
+    if allocation is not None:
+        message.usage_allocation_seconds = allocation
+    if limit or allocation:
+        message.usage_remaining_seconds = max((limit or allocation or 0.0) - consumed, 0.0)
     return message

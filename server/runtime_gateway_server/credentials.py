@@ -106,6 +106,25 @@ def from_metadata(metadata: Iterable[Any] | None) -> CallCredentials:
     )
 
 
+# An account built from metadata: its fields are the metadata keys the caller sent.
+_METADATA_FIELDS = {
+    "metadata.url": URL,
+    "metadata.instance": INSTANCE,
+    "metadata.channel": CHANNEL,
+    "metadata.token": AUTHORIZATION,
+    "metadata.channel_strategy": CHANNEL,
+}
+
+
+def _metadata_field(error: GatewayError) -> GatewayError:
+    """The same error naming the metadata key (`x-runtime-url`) instead of the account field."""
+    key = _METADATA_FIELDS.get(error.field or "")
+    if key is None:
+        return error
+    message = error.message.replace(f"{error.field}:", f"{key}:", 1)
+    return GatewayError(error.code, error.reason, message, field=key, metadata=error.metadata)
+
+
 class AccountResolver:
     def __init__(self, registry: AccountRegistry, local: Account | None) -> None:
         self.registry = registry
@@ -136,7 +155,10 @@ class AccountResolver:
             account = Account(
                 channel=channel, token=creds.token, url=creds.url or "", instance=creds.instance
             ).with_defaults()
-            return account.validate(prefix="metadata")
+            try:
+                return account.validate(prefix="metadata")
+            except GatewayError as error:
+                raise _metadata_field(error) from None
         if creds.channel:
             raise GatewayError(
                 grpc.StatusCode.UNAUTHENTICATED,

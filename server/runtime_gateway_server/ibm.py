@@ -29,9 +29,10 @@ import grpc
 import jwt
 
 from runtime_gateway_server.accounts import Account
-from runtime_gateway_server.allowlist import NotAllowed, UpstreamAllowList
+from runtime_gateway_server.allowlist import ALLOW_ENV, ALLOW_FLAG, NotAllowed, UpstreamAllowList
 from runtime_gateway_server.errors import GatewayError
 from runtime_gateway_server.logs import SECRETS
+from runtime_gateway_server.metrics import TOKEN_REFRESHES
 from runtime_gateway_server.upstream import (
     Deadline,
     HttpUpstream,
@@ -105,11 +106,26 @@ def check_account(
     if allow is None:
         return
     where = "x-runtime-url" if account.name is None else f"the url of account {account.name!r}"
+    refusals: list[NotAllowed] = []
     for url in account_urls(account, local_base):
         try:
             allow.check(url)
         except NotAllowed as refused:
-            raise not_allowed(refused, where) from None
+            refusals.append(refused)
+    if len(refusals) == 1 or any(not r.origin for r in refusals):
+        raise not_allowed(refusals[0], where)
+    if refusals:  # name every host the account leads to at once, not one per attempt
+        hosts = list(dict.fromkeys(r.origin for r in refusals))
+        flags = " ".join(f"{ALLOW_FLAG} {h}" for h in hosts)
+        raise not_allowed(
+            NotAllowed(
+                f"the upstreams {', '.join(hosts)} are not on the gateway's allow-list; the "
+                f"operator can allow them with `serve {flags}` (env {ALLOW_ENV}, "
+                "comma-separated)",
+                hosts[0],
+            ),
+            where,
+        )
     for proxy in ((account.proxies or {}).get("urls") or {}).values():
         try:
             allow.check(str(proxy), proxy=True)
@@ -172,6 +188,9 @@ class AccountClient:
         with self._lock:
             if not force and self._token.value and time.time() < self._token.refresh_at:
                 return self._token.value
+            TOKEN_REFRESHES.labels(
+                "rejected" if force else ("expiring" if self._token.value else "first")
+            ).inc()
             if self.legacy:
                 self._token = self._login(deadline)
             else:
@@ -421,6 +440,13 @@ def _raise_for_login(reply: Reply, rejected: str) -> None:
             grpc.StatusCode.UNAUTHENTICATED,
             "UPSTREAM_UNAUTHENTICATED",
             f"{rejected}: {reply.upstream_message()}",
+        )
+    if reply.status in (404, 405):  # nothing answers logins there: the URL is not the service's
+        raise GatewayError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "INVALID_ACCOUNT",
+            f"{rejected.split(' rejected')[0]} has no login endpoint at the account's URL "
+            f"(HTTP {reply.status}): check x-runtime-url or the account's url",
         )
     if not reply.ok:
         raise error_from_reply(reply)

@@ -39,6 +39,7 @@ import grpc
 import structlog
 
 from runtime_gateway_server.errors import GatewayError
+from runtime_gateway_server.metrics import request_id_outcome
 from runtime_gateway_server.upstream import Deadline
 
 log = structlog.get_logger("runtime_gateway_server.request_ids")
@@ -498,8 +499,10 @@ class RequestIds:
             if claim.owner:
                 assert claim.token is not None
                 self._hold(key, claim.token)
+                request_id_outcome(None, claim.uncertain)
                 return Admission(key, fingerprint, claim)
             if claim.job_id is not None:
+                request_id_outcome(claim.job_id, None)
                 return Admission(key, fingerprint, claim)
             left = give_up - time.monotonic()
             if left <= 0:

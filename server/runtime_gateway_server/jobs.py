@@ -21,23 +21,26 @@ from runtime_gateway_server.errors import GatewayError, invalid_argument
 from runtime_gateway_server.ibm import AccountClient
 from runtime_gateway_server.idempotency import Admission, RequestIds, RequestIdStore
 from runtime_gateway_server.limits import (
-    MAX_ID,
     MAX_JSON_DEPTH,
     check_id,
-    check_length,
     check_name,
+    check_request_id,
     check_tags,
     excerpt,
     json_depth_ok,
     path_segment,
 )
 from runtime_gateway_server.paging import Cursor, PageTokens
+from runtime_gateway_server.sessions import session_refusal
 from runtime_gateway_server.upstream import Deadline, Reply, error_from_reply
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 IMAGE_PATTERN = re.compile(r"^[a-zA-Z0-9._/-]+:[a-zA-Z0-9._-]+$")
 UPSTREAM_PAGE_LIMIT = 200
 MAX_PAGE_SIZE = 1000
+# IBM pages with offsets; far beyond any account's job count, and bounded so a caller
+# cannot make the gateway walk an unbounded offset.
+MAX_SKIP = 1_000_000
 DEFAULT_PAGE_SIZE = 10
 STATES = {"QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"}
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -150,7 +153,7 @@ class JobOperations:
         deadline comes first (see `RequestIds.admit`)."""
         if not request.request_id:
             return None
-        check_length("request_id", request.request_id, MAX_ID)
+        check_request_id("request_id", request.request_id)
         key = f"{account_key}:{request.request_id}"
         return await self.ids.admit(key, request.fingerprint, deadline)
 
@@ -194,7 +197,9 @@ class JobOperations:
         try:
             body = self._body(client, request, deadline)
             if window is not None:
-                found = self._find_submitted(client, request, window, deadline)
+                # Up to now, not to the end of the failed attempt: IBM may create the job
+                # after the gateway gave up on the answer (a slow POST outlives its deadline).
+                found = self._find_submitted(client, request, (window[0], time.time()), deadline)
                 if found is not None:
                     self.ids.settle(admission, str(found["id"]), nothing_exists=False)
                     return found, True
@@ -219,7 +224,7 @@ class JobOperations:
         deadline: Deadline,
     ) -> dict[str, Any] | None:
         """A job a failed-looking attempt created: same program, backend, tags and inputs,
-        created while that attempt ran, and owned by no other request id. (IBM has no
+        created between that attempt's start and now, and owned by no other request id. (IBM has no
         client-chosen job ids to ask for. An identical submission made by the same account
         during that same window is indistinguishable; it would be adopted.)"""
         margin = 1.0  # clock skew between the gateway and IBM
@@ -259,7 +264,7 @@ class JobOperations:
         check_name("program_id", request.program_id, required=True)
         check_name("backend", request.backend)
         check_id("session_id", request.session_id, required=False)
-        check_length("request_id", request.request_id, MAX_ID)
+        check_request_id("request_id", request.request_id)
         _check_tags(request.tags)
         text = request.inputs_json or "{}"
         check_inputs(text)
@@ -283,6 +288,12 @@ class JobOperations:
             fields["backend"] = request.backend
         elif client.legacy:
             raise invalid_argument("backend", "is required for the ibm_quantum channel")
+        elif client.account.channel != "local":
+            # IBM's cloud channels need one (0.51 always sends it); picking one here would run
+            # the job somewhere the caller did not choose. Only the local runtime picks.
+            raise invalid_argument(
+                "backend", f"is required for the {client.account.channel} channel"
+            )
         if request.tags:
             fields["tags"] = list(request.tags)
         if request.log_level:
@@ -327,12 +338,15 @@ class JobOperations:
         reply = client.runtime("POST", "/jobs", deadline, data=body, retry=False)
         if not reply.ok:
             error = submit_not_found(reply)  # program, session or backend
+            error = error or session_refusal(reply)  # a closed or expired session
             if error is None and reply.status == 409:
                 error = GatewayError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     "UPSTREAM_RATE_LIMITED",
                     f"IBM refused the job: {reply.upstream_message()}",
                 )
+            if error is None and reply.status == 400:
+                error = _refused_inputs(reply)
             error = error or error_from_reply(reply)
             if reply.status in REFUSALS:
                 raise SubmissionRefused.of(error)
@@ -441,8 +455,8 @@ class JobOperations:
         size = request.page_size or DEFAULT_PAGE_SIZE
         if request.page_size < 0 or size > MAX_PAGE_SIZE:
             raise invalid_argument("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
-        if request.skip < 0:
-            raise invalid_argument("skip", "must not be negative")
+        if not 0 <= request.skip <= MAX_SKIP:
+            raise invalid_argument("skip", f"must be between 0 and {MAX_SKIP}")
         check_name("backend", request.backend)
         check_name("program_id", request.program_id)
         check_id("session_id", request.session_id, required=False)
@@ -480,7 +494,14 @@ class JobOperations:
         after = request.created_after.isoformat() if request.created_after else None
         before = request.created_before.isoformat() if request.created_before else None
         filters = self.tokens.filters_hash(
-            {**base, "after": after, "before": before, "skip": request.skip}
+            # The account too: a token is good for the listing of the account it came from.
+            {
+                **base,
+                "after": after,
+                "before": before,
+                "skip": request.skip,
+                "account": client.account.key,
+            }
         )
         cursor = self.tokens.decode(request.page_token, filters) if request.page_token else None
         if cursor is not None:  # continue after the cursor, not at an offset
@@ -550,11 +571,37 @@ def check_inputs(text: str) -> None:
     if not json_depth_ok(text):
         raise invalid_argument("inputs_json", f"nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        json.loads(text)
+        json.loads(text, parse_constant=_not_json)
     except (ValueError, RecursionError) as error:
         raise invalid_argument(
             "inputs_json", f"is not valid JSON: {excerpt(str(error), 120)}"
         ) from None
+
+
+def _refused_inputs(reply: Reply) -> GatewayError:
+    """IBM's 400 to a submission the gateway already checked is about what only IBM checks:
+    the program inputs (IBM says `params`; the caller sent `inputs_json`), or the maximum
+    execution time. Named so, with a BadRequest, so clients can point at the field."""
+    message = reply.upstream_message()
+    lowered = message.lower()
+    field = (
+        "max_execution_time"
+        if "execution time" in lowered or "cost" in lowered
+        else ("inputs_json")
+    )
+    return GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        f"{field}: IBM refused the job: {message}",
+        field=field,
+        metadata={"decided_by": "upstream"},  # checked by IBM, after the gateway's checks
+    )
+
+
+def _not_json(name: str) -> Any:
+    """Python's parser accepts NaN and Infinity, which are not JSON (RFC 8259): IBM's parser
+    may read them otherwise, or refuse the whole body."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _upstream_code(reply: Reply) -> str:
@@ -579,9 +626,9 @@ def submit_not_found(reply: Reply) -> GatewayError | None:
         return None
     if "session" in lowered:
         return GatewayError(grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND", message)
-    return GatewayError(
-        grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND", f"Program not found: {message}"
-    )
+    # IBM's own message usually says it already ("Program not found: hello-world").
+    said = message if "program not found" in lowered else f"Program not found: {message}"
+    return GatewayError(grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND", said)
 
 
 def _raise_for_job(reply: Reply, job_id: str) -> None:

@@ -215,3 +215,19 @@ def _check_timestamp(field: str, value: Any) -> None:
         )
     if not 0 <= value.nanos <= 999_999_999:
         raise invalid_argument(field, "nanos must be between 0 and 999999999")
+
+
+_REQUEST_ID = re.compile(r"[!-~]+")  # printable ASCII, no space
+
+
+def check_request_id(field: str, value: str) -> str:
+    """A client-chosen idempotency key (AIP-155 suggests a UUID): bounded printable ASCII,
+    so it is safe in logs and store keys."""
+    if not value:
+        return value
+    check_length(field, value, MAX_ID)
+    if not _REQUEST_ID.fullmatch(value):
+        raise invalid_argument(
+            field, f"must be printable ASCII without spaces (a UUID, say), got {excerpt(value)}"
+        )
+    return value

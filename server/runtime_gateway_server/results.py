@@ -143,9 +143,13 @@ def _pub(
         sampler.SetInParent()
         for name in order:
             try:
-                sampler.registers.append(
-                    _register(name, fields[name], shape, budget, counts, int_counts)
+                register, counted = _register(
+                    name, fields[name], shape, budget, counts, int_counts
                 )
+                sampler.registers.append(register)
+                if (counts or int_counts) and not counted:
+                    # Too many distinct outcomes to count in a message: read `packed_bits`.
+                    message.undecoded_fields.append(f"{name}.counts")
             except Undecodable:
                 message.undecoded_fields.append(name)
     elif is_estimator:
@@ -165,6 +169,10 @@ def _pub(
     return message
 
 
+# Bytes the counts of one register may take in a message (bitstring keys and varints).
+MAX_COUNTS_BYTES = 4 * 1024 * 1024
+
+
 def _register(
     name: str,
     node: Any,
@@ -172,7 +180,8 @@ def _register(
     budget: _Budget,
     counts: bool,
     int_counts: bool,
-) -> results_pb2.RegisterData:
+) -> tuple[results_pb2.RegisterData, bool]:
+    """The register, and whether its counts (when asked for) are in it."""
     value = _typed(node, {"BitArray"}, name)
     num_bits = value.get("num_bits")
     if not _is_count(num_bits):
@@ -191,6 +200,11 @@ def _register(
     )
     if counts or int_counts:
         outcomes = _int_counts(array.reshape(math.prod(array.shape[:-1]), num_bytes), num_bits)
+        if len(outcomes) * (num_bits + 12) > MAX_COUNTS_BYTES:
+            # A wide, random register has about one outcome per shot: its counts would be
+            # several times the packed bits (and could pass gRPC's message limit), so they
+            # are left out and reported in `undecoded_fields` rather than sent.
+            return register, False
         if counts:
             spec = f"0{num_bits}b"  # bit 0 rightmost, as Qiskit's BitArray.get_counts() keys
             if num_bits:
@@ -199,7 +213,7 @@ def _register(
                 register.counts[""] = sum(outcomes.values())
         if int_counts and num_bits <= 64:
             register.int_counts.update(outcomes)
-    return register
+    return register, True
 
 
 def _int_counts(rows: np.ndarray, num_bits: int) -> dict[int, int]:

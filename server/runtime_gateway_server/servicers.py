@@ -7,7 +7,9 @@ in a bounded thread pool, converts the result, and logs one line.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,11 +32,17 @@ from runtime_gateway_server import convert, results
 from runtime_gateway_server.accounts import DEFAULT_NAMES, Account, AccountRegistry
 from runtime_gateway_server.backends import BackendDirectory, BackendFilter, parse_attributes
 from runtime_gateway_server.cache import TTLCache
-from runtime_gateway_server.credentials import AccountResolver, CallCredentials, from_metadata
+from runtime_gateway_server.credentials import (
+    REQUEST_ID,
+    AccountResolver,
+    CallCredentials,
+    from_metadata,
+)
 from runtime_gateway_server.errors import GatewayError, invalid_argument, to_status
-from runtime_gateway_server.ibm import AccountClient, ClientPool
+from runtime_gateway_server.ibm import AccountClient, ClientPool, check_account
 from runtime_gateway_server.idempotency import Admission
 from runtime_gateway_server.jobs import JobOperations, ListRequest, RunRequest
+from runtime_gateway_server.metrics import HEARTBEATS, OPEN_STREAMS, UPDATES_DELIVERED
 from runtime_gateway_server.paging import PageTokens
 from runtime_gateway_server.upstream import Deadline
 from runtime_gateway_server.watch import (
@@ -46,6 +54,14 @@ from runtime_gateway_server.watch import (
 
 log = structlog.get_logger("runtime_gateway_server.rpc")
 T = TypeVar("T")
+
+
+def _request_id(context: grpc.aio.ServicerContext, creds: CallCredentials) -> str:
+    """The caller's `x-request-id`, or a new one; echoed in the trailing metadata so a caller
+    can quote it when asking about a call (it is on the call's log line)."""
+    request_id = creds.request_id or uuid.uuid4().hex[:16]
+    context.set_trailing_metadata(((REQUEST_ID, request_id),))
+    return request_id
 
 
 @dataclass
@@ -63,7 +79,7 @@ class Gateway:
     # a hit is served on the event loop, without a thread hop or any conversion.
     answers: TTLCache[Any] = field(default_factory=lambda: TTLCache(2.0, max_entries=10_000))
     _resolved: TTLCache[Account] = field(
-        default_factory=lambda: TTLCache(300.0, max_entries=10_000)
+        default_factory=lambda: TTLCache(300.0, max_entries=10_000, name="accounts")
     )
 
     def resolve(self, creds: CallCredentials) -> Account:
@@ -90,12 +106,13 @@ class Gateway:
             return await self.call(context, method, work)  # reports the error as usual
         hit = self.answers.peek(key)
         if hit is not None:
+            request_id = _request_id(context, creds)
             log.info(
                 "rpc",
                 method=method,
                 code="OK",
                 ms=round((time.perf_counter() - started) * 1000, 3),
-                request_id=creds.request_id or None,
+                request_id=request_id,
                 account=creds.account_name,
                 channel=creds.channel or ("token" if creds.token else "local"),
                 cached=True,
@@ -116,21 +133,36 @@ class Gateway:
         started = time.perf_counter()
         creds = CallCredentials()
         code = grpc.StatusCode.OK
+        request_id = ""
         try:
-            creds = from_metadata(context.invocation_metadata())
+            try:
+                creds = from_metadata(context.invocation_metadata())
+            finally:
+                request_id = _request_id(context, creds)
             deadline = Deadline.after(context.time_remaining())
             loop = asyncio.get_running_loop()
-            result: T = await loop.run_in_executor(self.executor, work, creds, deadline)
+            # The call's context (its trace span) goes with it into the worker thread.
+            run = contextvars.copy_context().run
+            result: T = await loop.run_in_executor(self.executor, run, work, creds, deadline)
             return result
         except GatewayError as error:
             code = error.code
             status = to_status(error)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            await context.abort(
+                status.code, status.details, (*status.trailing_metadata, (REQUEST_ID, request_id))
+            )
             raise  # unreachable: abort raises
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client left, or the gateway is stopping
+            raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
-            log.exception("rpc_failed", method=method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error in the gateway")
+            log.exception("rpc_failed", method=method, request_id=request_id)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                "internal error in the gateway",
+                ((REQUEST_ID, request_id),),
+            )
             raise
         finally:
             log.info(
@@ -138,7 +170,7 @@ class Gateway:
                 method=method,
                 code=code.name,
                 ms=round((time.perf_counter() - started) * 1000, 2),
-                request_id=creds.request_id or None,
+                request_id=request_id,
                 account=creds.account_name,
                 channel=creds.channel or ("token" if creds.token else "local"),
             )
@@ -163,25 +195,46 @@ class Gateway:
         code = grpc.StatusCode.OK
         creds = CallCredentials()
         sent = 0
+        request_id = ""
+        open_streams = OPEN_STREAMS.labels(method)
+        open_streams.inc()
         try:
-            creds = from_metadata(context.invocation_metadata())
+            try:
+                creds = from_metadata(context.invocation_metadata())
+            finally:
+                request_id = creds.request_id or uuid.uuid4().hex[:16]
+                await context.send_initial_metadata(((REQUEST_ID, request_id),))
             if check is not None:
                 check()
             self.watch.register(sub)
             loop = asyncio.get_running_loop()
+            instance = ""  # as GetJob fills it when IBM's job does not name it
+
+            def instance_of(client: AccountClient) -> str:
+                try:
+                    return client.instance(Deadline.after(30))
+                except GatewayError:
+                    return ""  # best effort: the job's own fields still go out
 
             async def attach() -> None:
+                nonlocal instance
                 client = await loop.run_in_executor(self.executor, self.client, creds)
                 await subscribe(client, sub)
+                instance = await loop.run_in_executor(self.executor, instance_of, client)
 
             await sub.until_closed(attach())
             async for update in sub.updates(self.watch.settings.heartbeat_seconds):
-                key = (wrap, bool(update.result_json))
+                key = (wrap, bool(update.result_json), instance)
                 message = update.responses.get(key)
                 if message is None:  # built once per update, not once per subscriber
-                    message = update.responses[key] = wrap(update=convert.job_update(update))
+                    message = update.responses[key] = wrap(
+                        update=convert.job_update(update, instance)
+                    )
                 yield message
                 sent += 1
+                UPDATES_DELIVERED.labels(update.kind).inc()
+                if update.kind == "heartbeat":
+                    HEARTBEATS.inc()
             if sub.closed is not None:
                 raise sub.closed
         except GatewayError as error:
@@ -192,6 +245,7 @@ class Gateway:
             code = grpc.StatusCode.CANCELLED  # the client went away
             raise
         finally:
+            open_streams.dec()
             self.watch.unsubscribe(sub)
             log.info(
                 "rpc",
@@ -199,7 +253,7 @@ class Gateway:
                 code=code.name,
                 ms=round((time.perf_counter() - started) * 1000, 2),
                 updates=sent,
-                request_id=creds.request_id or None,
+                request_id=request_id,
                 account=creds.account_name,
                 channel=creds.channel or ("token" if creds.token else "local"),
             )
@@ -258,7 +312,11 @@ class BackendServicer(backends_pb2_grpc.BackendServiceServicer):
     async def ListBackends(self, request, context):
         def work(creds: CallCredentials, deadline: Deadline) -> backends_pb2.ListBackendsResponse:
             where = _backend_filter(request.filter)
-            filters = {"rpc": "ListBackends", "filter": _fingerprint(request.filter)}
+            filters = {
+                "rpc": "ListBackends",
+                "filter": _fingerprint(request.filter),
+                "account": self.g.resolve(creds).key,  # a token is good for its account only
+            }
             pages = _NamePages.start(
                 self.g.jobs.tokens, filters, request.page_size, request.page_token
             )
@@ -544,6 +602,10 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
         def work(creds: CallCredentials, deadline: Deadline) -> accounts_pb2.SaveAccountResponse:
             key = self.g.registry.key_for(creds.api_key)
             acct = convert.account_from_proto(request.account).with_defaults()
+            acct.validate(prefix="account")
+            # Refused now rather than at its first use: an account this gateway may never
+            # contact is a mistake the caller should hear about while saving it.
+            check_account(acct, self.g.clients.http.allow, self.g.clients.local_base)
             saved = self.g.registry.file(key).save(acct, request.overwrite, request.set_as_default)
             return accounts_pb2.SaveAccountResponse(account=convert.account(saved))
 
@@ -554,6 +616,7 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
             key = self.g.registry.key_for(creds.api_key)
             filters = {
                 "rpc": "ListAccounts",
+                "key": key.key_id,
                 "default": request.default if request.HasField("default") else None,
                 "channel": request.channel,
                 "name": request.name,
@@ -627,7 +690,10 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
         def work(creds: CallCredentials, deadline: Deadline) -> accounts_pb2.ListInstancesResponse:
             # Positions in the account's instance list (IBM's order: the chosen one first).
             pages = _NamePages.start(
-                self.g.jobs.tokens, {"rpc": "ListInstances"}, request.page_size, request.page_token
+                self.g.jobs.tokens,
+                {"rpc": "ListInstances", "account": self.g.resolve(creds).key},
+                request.page_size,
+                request.page_token,
             )
             start = 0
             if pages.last is not None:

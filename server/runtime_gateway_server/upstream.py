@@ -36,6 +36,7 @@ import structlog
 
 from runtime_gateway_server.allowlist import NotAllowed, UpstreamAllowList
 from runtime_gateway_server.errors import GatewayError
+from runtime_gateway_server.metrics import UPSTREAM_RETRIES, endpoint_template, observe_upstream
 
 log = structlog.get_logger("runtime_gateway_server.upstream")
 
@@ -155,6 +156,13 @@ class HttpUpstream:
         # (a third of a cached-connection call, measured), so sessions do not trust the
         # environment; its proxies are resolved per origin and its CA bundle kept here.
         self.ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        # Set when the gateway drains: no request (or retry) starts after that, so nothing
+        # reaches IBM on behalf of calls the gateway has already answered UNAVAILABLE.
+        self.closing = threading.Event()
+
+    def close(self) -> None:
+        """Refuses every later request; requests already on the wire finish or time out."""
+        self.closing.set()
 
     def _session(self, url: str, proxies: Mapping[str, str] | None) -> requests.Session:
         parts = urlsplit(url)
@@ -209,8 +217,15 @@ class HttpUpstream:
         session = self._session(url, proxies)
         retryable = method.upper() in IDEMPOTENT if retry is None else retry
         where = f"{method} {_path(url)} at {_host(url)}"
+        endpoint = endpoint_template(_path(url))  # a bounded metric label
         attempt = 0
         while True:
+            if self.closing.is_set():
+                raise GatewayError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "UPSTREAM_UNAVAILABLE",
+                    f"the gateway is shutting down; {where} was not sent",
+                )
             remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 raise GatewayError(
@@ -225,6 +240,7 @@ class HttpUpstream:
             )
             timeout = (min(self.policy.connect_timeout, read), read)
             self.request_count += 1
+            sent_at = time.perf_counter()
             try:
                 response = session.request(
                     method,
@@ -239,6 +255,7 @@ class HttpUpstream:
                 )
                 reply = Reply(response.status_code, response.headers, response.content)
             except requests.Timeout as error:
+                observe_upstream(endpoint, method, "error", time.perf_counter() - sent_at)
                 cause = (
                     "timed out connecting"
                     if isinstance(error, requests.ConnectTimeout)
@@ -258,6 +275,7 @@ class HttpUpstream:
                 )
                 failure_cause = cause
             except requests.RequestException as error:  # connection, TLS, proxy, protocol
+                observe_upstream(endpoint, method, "error", time.perf_counter() - sent_at)
                 failure_cause = connection_cause(error)
                 failure = GatewayError(
                     grpc.StatusCode.UNAVAILABLE,
@@ -265,6 +283,7 @@ class HttpUpstream:
                     f"cannot reach the upstream for {where}: {failure_cause}",
                 )
             else:
+                observe_upstream(endpoint, method, str(reply.status), time.perf_counter() - sent_at)
                 if reply.status not in RETRY_STATUSES:
                     return reply
                 failure = reply
@@ -286,6 +305,7 @@ class HttpUpstream:
                         f"{failure.message} (after {attempt} attempts)",
                     )
                 raise failure
+            UPSTREAM_RETRIES.labels(endpoint, method).inc()
             log.debug(
                 "upstream_retry",
                 method=method,

@@ -43,6 +43,12 @@ from runtime_gateway_server.limits import (
     check_tags,
     excerpt,
 )
+from runtime_gateway_server.metrics import (
+    RATE_LIMIT_WAIT_SECONDS,
+    RATE_LIMIT_WAITS,
+    UPDATES_COALESCED,
+    WATCHED_JOBS,
+)
 from runtime_gateway_server.upstream import Deadline
 
 log = structlog.get_logger("runtime_gateway_server.watch")
@@ -171,6 +177,8 @@ class RateLimiter:
             if self.tokens >= 1:
                 self.tokens -= 1
                 return
+            RATE_LIMIT_WAITS.inc()
+            RATE_LIMIT_WAIT_SECONDS.inc((1 - self.tokens) / self.rate)
             await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
@@ -200,11 +208,13 @@ class Subscriber:
         if update.kind == "log" and not self.want_interim:
             return
         if update.kind == "state" and not update.terminal:
+            before = len(self._pending)
             self._pending = [
                 u
                 for u in self._pending
                 if not (u.kind == "state" and not u.terminal and u.job_id == update.job_id)
             ]
+            UPDATES_COALESCED.inc(before - len(self._pending))
         if update.kind == "state" and update.terminal and not self.want_result:
             update = Update(**{**update.__dict__, "result_json": ""})
         self._pending.append(update)
@@ -357,6 +367,7 @@ class JobWatch:
         settings = self.hub.settings
         interval = settings.fast_interval
         job = first
+        WATCHED_JOBS.inc()
         try:
             while True:
                 if job is None:
@@ -410,6 +421,7 @@ class JobWatch:
                 )
             )
         finally:
+            WATCHED_JOBS.dec()
             self.done = True
             self.hub.retire(self)
 

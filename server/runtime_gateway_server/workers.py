@@ -22,12 +22,13 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
+
+from runtime_gateway_server.subprocesses import python_module
 
 log = structlog.get_logger("runtime_gateway_server.workers")
 
@@ -92,9 +93,7 @@ class Supervisor:
 
     def _spawn(self, index: int) -> subprocess.Popen[str]:
         argv = [
-            sys.executable,
-            "-m",
-            "runtime_gateway_server",
+            *python_module("runtime_gateway_server"),
             *self.command,
             "--listen",
             self.address,

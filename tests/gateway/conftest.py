@@ -53,7 +53,7 @@ class Upstream:
 
     def __post_init__(self) -> None:
         self.url = self.proc.ready["url"]
-        self.crn, self.crn_eu = self.proc.ready["instances"]["crns"]
+        self.crn, self.crn_eu = self.proc.ready["instances"]["crns"][:2]
 
     def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         reply = requests.request(

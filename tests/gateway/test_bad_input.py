@@ -211,7 +211,7 @@ MALFORMED: list[tuple[str, Call, str]] = [
     ("huge page size", lambda g: g.jobs.ListJobs(jobs_pb2.ListJobsRequest(page_size=2**31 - 1), metadata=g.cloud(), timeout=30), "page_size"),
     ("order_by garbage", lambda g: g.jobs.ListJobs(jobs_pb2.ListJobsRequest(order_by="\x00" * 500), metadata=g.cloud(), timeout=30), "order_by"),
     ("huge order_by", lambda g: g.jobs.ListJobs(jobs_pb2.ListJobsRequest(order_by=Z * 100_000), metadata=g.cloud(), timeout=30), "order_by"),
-    ("URL with a broken host", lambda g: g.backends.ListBackends(backends_pb2.ListBackendsRequest(), metadata=_with(g, "x-runtime-url", "http://[::1"), timeout=30), "metadata.url"),
+    ("URL with a broken host", lambda g: g.backends.ListBackends(backends_pb2.ListBackendsRequest(), metadata=_with(g, "x-runtime-url", "http://[::1"), timeout=30), "x-runtime-url"),
 ]  # fmt: skip
 
 
@@ -329,10 +329,10 @@ def test_page_tokens_of_every_list_are_signed(gateway: GatewayClient) -> None:
 # --- 6. admission control for large requests ------------------------------------------------------
 @pytest.fixture
 def small_budget_gateway(upstream: Upstream, tmp_path: Path) -> Iterator[GatewayClient]:
-    """A gateway that holds at most 8 MB of requests at once; POST /jobs upstream is slowed so
-    concurrent submissions overlap for certain."""
+    """A gateway whose requests in flight may cost at most 48 MB (four times their size, so
+    12 MB of requests); POST /jobs upstream is slowed so concurrent submissions overlap."""
     proc = start(
-        ["serve", "--listen", "127.0.0.1:0", "--max-inflight-bytes", str(8_000_000)],
+        ["serve", "--listen", "127.0.0.1:0", "--max-inflight-bytes", str(48_000_000)],
         tmp_path,
         env=upstream_env(upstream),
     )
@@ -352,7 +352,7 @@ def test_large_requests_beyond_the_budget_are_overloaded(
     gateway = small_budget_gateway
     md = gateway.cloud()
     padded = json.loads(bell_inputs())
-    padded["options"] = {"padding": "x" * 5_000_000}  # 5 MB: one fits the budget, two do not
+    padded["options"] = {"padding": "x" * 5_000_000}  # 5 MB: two fit the budget, three do not
     inputs = json.dumps(padded)
     outcomes: list[grpc.RpcError | jobs_pb2.RunJobResponse] = []
     lock = threading.Lock()

@@ -276,7 +276,7 @@ def test_cancel_delete_tags(gateway: GatewayClient) -> None:
         ({"channel_strategy": "q-ctrl"}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "channel_strategy", False),
         ({"program_id": "no-such-program"}, grpc.StatusCode.NOT_FOUND, "PROGRAM_NOT_FOUND", "", True),
         ({"backend": "ibm_nowhere"}, grpc.StatusCode.NOT_FOUND, "BACKEND_NOT_FOUND", "", True),
-        ({"inputs_json": '{"version": 2, "pubs": []}'}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "", True),
+        ({"inputs_json": '{"version": 2, "pubs": []}'}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "inputs_json", True),
     ],
 )  # fmt: skip
 def test_run_errors(gateway: GatewayClient, fields, code, reason, field, reaches_ibm) -> None:

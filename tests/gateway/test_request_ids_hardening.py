@@ -242,3 +242,26 @@ def test_an_error_answer_after_the_job_was_created_does_not_duplicate_it(
     assert retried.replayed
     assert _jobs_tagged(gateway, tag) == [retried.job.id]
     assert len(_submissions(gateway.upstream, tag)) == 1
+
+
+def test_a_job_created_after_the_gateway_gave_up_is_adopted_by_the_retry(
+    gateway: GatewayClient,
+) -> None:
+    """The POST outlives the caller's deadline: IBM creates the job seconds after the gateway
+    gave up on the answer. A retry made after that must find the job (the search runs up to
+    the retry, not to the end of the failed attempt) instead of submitting a second one."""
+    up = gateway.upstream
+    request_id = str(uuid.uuid4())
+    tag = f"late-{request_id[:8]}"
+    # Held before the handler: the job is created about 4 s after the POST arrived.
+    up.faults(latency_ms=4000, path_pattern="/jobs$", methods=["POST"], max_faults=1)
+    try:
+        with pytest.raises(grpc.RpcError) as failure:
+            gateway.jobs.RunJob(_request(tag, request_id), metadata=gateway.cloud(), timeout=1.5)
+        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        _bounded_wait(lambda: _jobs_tagged(gateway, tag), "the upstream created the late job")
+    finally:
+        up.faults()
+    retried = gateway.jobs.RunJob(_request(tag, request_id), metadata=gateway.cloud(), timeout=30)
+    assert retried.replayed
+    assert _jobs_tagged(gateway, tag) == [retried.job.id]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import threading
@@ -95,8 +97,30 @@ def test_tls(pki: Path, tmp_path: Path) -> None:
             assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
         with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError):
             _health(channel)  # plaintext clients cannot talk to a TLS gateway
+        # The health command (the container's HEALTHCHECK) probes over TLS when told how.
+        assert _health_command(address, tmp_path) == 1  # plaintext: refused
+        assert _health_command(address, tmp_path, "--tls-ca", str(pki / "ca.pem")) == 0
+        env = {"RUNTIME_GATEWAY_HEALTH_TLS_CA": str(pki / "ca.pem")}
+        assert _health_command(address, tmp_path, env=env) == 0
     finally:
         assert proc.stop() == 0
+    # The plaintext attempts failed TLS handshakes; gRPC's C core reports them in lines of
+    # its own, which must not break the JSON log.
+    for line in filter(None, proc.stderr().splitlines()):
+        json.loads(line)
+
+
+def _health_command(address: str, cwd: Path, *flags: str, env: dict[str, str] | None = None) -> int:
+    """`runtime-gateway health` as the container runs it; its exit status."""
+    done = subprocess.run(
+        [*CLI, "health", "--address", address, "--timeout", "10", *flags],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode
 
 
 def test_mutual_tls(pki: Path, tmp_path: Path) -> None:
@@ -119,6 +143,11 @@ def test_mutual_tls(pki: Path, tmp_path: Path) -> None:
         without = grpc.ssl_channel_credentials(root_certificates=ca)
         with grpc.secure_channel(address, without) as channel, pytest.raises(grpc.RpcError):
             _health(channel)
+        tls = ("--tls-ca", str(pki / "ca.pem"))
+        assert _health_command(address, tmp_path, *tls) == 1  # no client certificate
+        client = ("--tls-client-cert", str(pki / "client.pem"))
+        key = ("--tls-client-key", str(pki / "client.key"))
+        assert _health_command(address, tmp_path, *tls, *client, *key) == 0
     finally:
         assert proc.stop() == 0
 

@@ -197,8 +197,12 @@ def test_host_confusion_is_refused(
             )
         )
     failure = _list_backends(ssrf_gateway, md)
-    assert failure.code() == grpc.StatusCode.PERMISSION_DENIED, failure.details()
-    assert error_info(failure)[0] == "UPSTREAM_NOT_ALLOWED"
+    if "@" in url:  # user information: a URL two parsers read two ways is malformed outright
+        assert failure.code() == grpc.StatusCode.INVALID_ARGUMENT, failure.details()
+        assert error_info(failure) == ("INVALID_ARGUMENT", "x-runtime-url")
+    else:
+        assert failure.code() == grpc.StatusCode.PERMISSION_DENIED, failure.details()
+        assert error_info(failure)[0] == "UPSTREAM_NOT_ALLOWED"
     assert trap.connections() == 0
 
 

@@ -173,3 +173,16 @@ def test_posts_are_sent_once() -> None:
     with pytest.raises(GatewayError):
         http.request("POST", "http://127.0.0.1:1/jobs", deadline=Deadline.after(5))
     assert http.request_count == 1
+
+
+def test_an_accounts_directory_the_gateway_creates_is_private(tmp_path: Path) -> None:
+    from runtime_gateway_server.accounts import Account, AccountFile
+
+    directory = tmp_path / "accounts"
+    AccountFile(directory / "team-a.json").save(
+        Account(channel="ibm_cloud", token="t0ken-0123456789", url="https://cloud.ibm.com"),
+        overwrite=False,
+        set_as_default=False,
+    )
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert (directory / "team-a.json").stat().st_mode & 0o777 == 0o600

@@ -207,3 +207,22 @@ def test_the_decoder_does_not_import_qiskit() -> None:
         "assert not [m for m in sys.modules if m.startswith(('qiskit', 'qiskit_ibm_runtime'))]"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_counts_too_large_for_a_message_are_left_out_and_reported() -> None:
+    """A wide random register has about one outcome per shot: its counts would be many times
+    its packed bits (a 9 MB result became a stream message over gRPC's 64 MiB limit). They
+    are left out, named in `undecoded_fields`; the packed bits are still there."""
+    from qiskit.primitives.containers import BitArray
+
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 256, size=(60_000, 13), dtype=np.uint8)  # 100 bits, random
+    wide = PubResult(DataBin(meas=BitArray(bits, 100)))
+    typed = results.decode(encode(PrimitiveResult([wide])), counts=True, int_counts=True)
+    pub = typed.pub_results[0]
+    register = pub.sampler.registers[0]
+    assert register.packed_bits == bits.tobytes()
+    assert not register.counts and not register.int_counts
+    assert list(pub.undecoded_fields) == ["meas.counts"]
+    narrow = results.decode(encode(sampler_result()), counts=True)
+    assert all(not p.undecoded_fields for p in narrow.pub_results)
