@@ -143,6 +143,7 @@ class Supervisor:
                 now = time.monotonic()
                 self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
                 log.error("worker_exited", worker=index, pid=proc.pid, status=proc.returncode)
+                _forget_metrics(proc.pid, self.env.get("PROMETHEUS_MULTIPROC_DIR"))
                 if len(self._restarts) >= MAX_RESTARTS:
                     log.error("workers_keep_failing", restarts=len(self._restarts))
                     return 1
@@ -173,3 +174,13 @@ class Supervisor:
                 log.warning("worker_killed", pid=proc.pid)
                 proc.kill()
                 proc.wait()
+
+
+def _forget_metrics(pid: int, metrics_dir: str | None) -> None:
+    """A dead worker's live gauges (open streams, watched jobs) leave the workers' sum:
+    prometheus-client's multiprocess mode keeps its files until told it died."""
+    if not metrics_dir:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, metrics_dir)

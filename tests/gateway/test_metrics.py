@@ -227,3 +227,45 @@ def test_the_readme_and_the_dashboard_use_the_metrics_that_exist(metered: Gatewa
     assert used and used <= listed
     assert used <= families  # every name the dashboard asks for is a family on the page
     assert ours <= listed  # and the README lists every family
+
+
+def test_a_killed_workers_gauges_leave_the_sum(upstream: Upstream, tmp_path: Path) -> None:
+    """Streams open on a worker that is killed are no longer counted once it is replaced."""
+    import os
+    import signal
+
+    from runtime_gateway.v1 import jobs_pb2_grpc
+
+    proc = start(
+        ["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--workers", "2",
+         "--no-local-runtime"],
+        tmp_path,
+        env=upstream_env(upstream),
+    )  # fmt: skip
+    client = GatewayClient(proc, upstream)
+    upstream.admin("POST", "/queue/pause")  # the job stays queued: its stream stays open
+    try:
+        job = client.jobs.RunJob(
+            jobs_pb2.RunJobRequest(
+                program_id="sampler", backend="ibmq_qasm_simulator", inputs_json=bell_inputs()
+            ),
+            metadata=client.cloud(),
+            timeout=30,
+        ).job
+        stream = jobs_pb2_grpc.JobServiceStub(client.channel).WatchJob(
+            jobs_pb2.WatchJobRequest(job_id=job.id), metadata=client.cloud(), timeout=120
+        )
+        next(stream)  # the current state: the stream is open on one worker
+        address = proc.ready["metrics_address"]
+        assert value(scrape(address), "runtime_gateway_open_streams") == 1
+        for pid in proc.ready["pids"]:  # the worker holding it is one of these: kill both
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while value(scrape(address), "runtime_gateway_open_streams") != 0:
+            assert time.monotonic() < deadline, "the dead workers' streams are still counted"
+            time.sleep(0.2)
+        stream.cancel()
+    finally:
+        upstream.admin("POST", "/queue/resume")
+        client.channel.close()
+        proc.stop()

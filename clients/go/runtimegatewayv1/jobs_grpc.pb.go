@@ -41,7 +41,10 @@ type JobServiceClient interface {
 	// An unknown job ends the stream with NOT_FOUND.
 	WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (JobService_WatchJobClient, error)
 	// Streams updates of every job matching a filter, including jobs created after the
-	// stream started. The stream stays open until the client cancels it.
+	// stream started. The stream stays open until the client cancels it, unless: the
+	// account loses access (UNAUTHENTICATED, or PERMISSION_DENIED), IBM refuses the filter
+	// (INVALID_ARGUMENT naming it), or the stream has followed 1,000 jobs
+	// (RESOURCE_EXHAUSTED, reason `GATEWAY_OVERLOADED`: reconnect to follow the rest).
 	WatchJobs(ctx context.Context, in *WatchJobsRequest, opts ...grpc.CallOption) (JobService_WatchJobsClient, error)
 }
 
@@ -226,7 +229,10 @@ type JobServiceServer interface {
 	// An unknown job ends the stream with NOT_FOUND.
 	WatchJob(*WatchJobRequest, JobService_WatchJobServer) error
 	// Streams updates of every job matching a filter, including jobs created after the
-	// stream started. The stream stays open until the client cancels it.
+	// stream started. The stream stays open until the client cancels it, unless: the
+	// account loses access (UNAUTHENTICATED, or PERMISSION_DENIED), IBM refuses the filter
+	// (INVALID_ARGUMENT naming it), or the stream has followed 1,000 jobs
+	// (RESOURCE_EXHAUSTED, reason `GATEWAY_OVERLOADED`: reconnect to follow the rest).
 	WatchJobs(*WatchJobsRequest, JobService_WatchJobsServer) error
 	mustEmbedUnimplementedJobServiceServer()
 }

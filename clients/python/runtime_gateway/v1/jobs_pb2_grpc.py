@@ -171,7 +171,10 @@ class JobServiceServicer:
 
     def WatchJobs(self, request, context):
         """Streams updates of every job matching a filter, including jobs created after the
-        stream started. The stream stays open until the client cancels it.
+        stream started. The stream stays open until the client cancels it, unless: the
+        account loses access (UNAUTHENTICATED, or PERMISSION_DENIED), IBM refuses the filter
+        (INVALID_ARGUMENT naming it), or the stream has followed 1,000 jobs
+        (RESOURCE_EXHAUSTED, reason `GATEWAY_OVERLOADED`: reconnect to follow the rest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -4136,7 +4136,10 @@ export const JobServiceService = {
   },
   /**
    * Streams updates of every job matching a filter, including jobs created after the
-   * stream started. The stream stays open until the client cancels it.
+   * stream started. The stream stays open until the client cancels it, unless: the
+   * account loses access (UNAUTHENTICATED, or PERMISSION_DENIED), IBM refuses the filter
+   * (INVALID_ARGUMENT naming it), or the stream has followed 1,000 jobs
+   * (RESOURCE_EXHAUSTED, reason `GATEWAY_OVERLOADED`: reconnect to follow the rest).
    */
   watchJobs: {
     path: "/runtime_gateway.v1.JobService/WatchJobs" as const,
@@ -4179,7 +4182,10 @@ export interface JobServiceServer extends UntypedServiceImplementation {
   watchJob: handleServerStreamingCall<WatchJobRequest, WatchJobResponse>;
   /**
    * Streams updates of every job matching a filter, including jobs created after the
-   * stream started. The stream stays open until the client cancels it.
+   * stream started. The stream stays open until the client cancels it, unless: the
+   * account loses access (UNAUTHENTICATED, or PERMISSION_DENIED), IBM refuses the filter
+   * (INVALID_ARGUMENT naming it), or the stream has followed 1,000 jobs
+   * (RESOURCE_EXHAUSTED, reason `GATEWAY_OVERLOADED`: reconnect to follow the rest).
    */
   watchJobs: handleServerStreamingCall<WatchJobsRequest, WatchJobsResponse>;
 }
@@ -4345,7 +4351,10 @@ export interface JobServiceClient extends Client {
   ): ClientReadableStream<WatchJobResponse>;
   /**
    * Streams updates of every job matching a filter, including jobs created after the
-   * stream started. The stream stays open until the client cancels it.
+   * stream started. The stream stays open until the client cancels it, unless: the
+   * account loses access (UNAUTHENTICATED, or PERMISSION_DENIED), IBM refuses the filter
+   * (INVALID_ARGUMENT naming it), or the stream has followed 1,000 jobs
+   * (RESOURCE_EXHAUSTED, reason `GATEWAY_OVERLOADED`: reconnect to follow the rest).
    */
   watchJobs(request: WatchJobsRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchJobsResponse>;
   watchJobs(
