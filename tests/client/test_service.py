@@ -210,3 +210,14 @@ def test_waiting_survives_a_silent_stream(
         gateway.upstream.admin("POST", "/queue/resume")
     job.wait_for_final_state(timeout=60)  # reconnects window after window until the end
     assert job.status() == "DONE"
+
+
+def test_a_local_account_reports_the_gateways_local_runtime(
+    gateway_process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`channel="local"` is the gateway's own local runtime: its URL, not IBM's."""
+    monkeypatch.setenv("RUNTIME_GATEWAY_ADDRESS", gateway_process.ready["address"])
+    service = QiskitRuntimeService(channel="local")
+    url = service.active_account()["url"]
+    assert url == gateway_process.ready["local_runtime_url"]
+    assert "cloud.ibm.com" not in url

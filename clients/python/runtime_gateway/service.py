@@ -761,6 +761,12 @@ class QiskitRuntimeService:
     def active_account(self) -> dict[str, Any] | None:
         """The account in use, as the SDK returns it, but with the token masked."""
         saved = self._account.to_saved_format()
+        if self._account.channel == "local":  # the gateway's local runtime, not IBM's URL
+            reply = self._gateway.call(
+                self._gateway.accounts.GetActiveAccount,
+                _api().accounts_pb2.GetActiveAccountRequest(),
+            )
+            saved["url"] = reply.account.url
         token = saved.get("token") or ""
         saved["token"] = (
             "*" * max(0, len(token) - 4) + token[-4:] if len(token) >= 12 else "*" * len(token)
