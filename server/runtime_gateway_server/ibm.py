@@ -18,6 +18,7 @@ when a client is made for the account (`check_account`) and, for URLs IBM return
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
@@ -117,11 +118,19 @@ def check_account(
     if refusals:  # name every host the account leads to at once, not one per attempt
         hosts = list(dict.fromkeys(r.origin for r in refusals))
         flags = " ".join(f"{ALLOW_FLAG} {h}" for h in hosts)
+        advice = (
+            f"the operator can allow them with `serve {flags}` (env {ALLOW_ENV}, comma-separated)"
+        )
+        if _is_ip(urlsplit(account.url).hostname or ""):
+            # quantum.127.0.0.1 is no host: allowing it cannot help.
+            advice = (
+                "these hosts are derived from the URL as the SDK derives them, and an IP "
+                "address has none: give a domain name (a local runtime is reached through "
+                "HTTP_PROXY, as the README's proxy recipe shows)"
+            )
         raise not_allowed(
             NotAllowed(
-                f"the upstreams {', '.join(hosts)} are not on the gateway's allow-list; the "
-                f"operator can allow them with `serve {flags}` (env {ALLOW_ENV}, "
-                "comma-separated)",
+                f"the upstreams {', '.join(hosts)} are not on the gateway's allow-list; {advice}",
                 hosts[0],
             ),
             where,
@@ -131,6 +140,14 @@ def check_account(
             allow.check(str(proxy), proxy=True)
         except NotAllowed as refused:
             raise not_allowed(refused, "the account's proxies") from None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def local_endpoints(base: str) -> Endpoints:

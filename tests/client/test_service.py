@@ -221,3 +221,12 @@ def test_a_local_account_reports_the_gateways_local_runtime(
     url = service.active_account()["url"]
     assert url == gateway_process.ready["local_runtime_url"]
     assert "cloud.ibm.com" not in url
+
+
+def test_usage_is_the_sdks(service: QiskitRuntimeService, gateway: GatewayClient) -> None:
+    """`service.usage()` as qiskit-ibm-runtime 0.51 returns it (IBM's keys, seconds)."""
+    usage = service.usage()
+    assert usage["instance_id"] == gateway.upstream.crn
+    assert isinstance(usage["usage_consumed_seconds"], float)
+    assert usage["usage_limit_reached"] is False
+    assert set(usage["usage_period"]) == {"start_time", "end_time"}

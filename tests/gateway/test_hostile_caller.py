@@ -278,3 +278,18 @@ def test_sigterm_exits_within_grace_while_ibm_is_slow(upstream: Upstream, tmp_pa
         upstream.faults()
         gateway.channel.close()
         proc.stop()
+
+
+def test_a_cloud_url_with_an_ip_address_gets_advice_that_can_work(gateway: GatewayClient) -> None:
+    """Cloud channels derive quantum.<host>, iam.<host>...: from an IP address those are no
+    hosts, so the refusal says so instead of suggesting --allow-upstream quantum.127.0.0.1."""
+    metadata = [
+        ("authorization", "Bearer made-up-token-123456"),
+        ("x-runtime-channel", "ibm_quantum_platform"),
+        ("x-runtime-url", "http://127.0.0.1:8765"),
+    ]
+    with pytest.raises(grpc.RpcError) as failure:
+        gateway.jobs.ListJobs(jobs_pb2.ListJobsRequest(), metadata=metadata, timeout=10)
+    details = failure.value.details() or ""
+    assert "IP address" in details and "HTTP_PROXY" in details
+    assert "--allow-upstream quantum.127.0.0.1" not in details

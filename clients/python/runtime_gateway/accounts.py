@@ -256,4 +256,7 @@ def get(
     for fixed in ("default-ibm-cloud", "default-ibm-quantum"):
         if fixed in data:
             return Account.from_saved_format(data[fixed])
-    raise AccountNotFoundError("Unable to find account.")
+    raise AccountNotFoundError(
+        "Unable to find account. (None is saved or set in the environment; for the gateway's "
+        'own local runtime use QiskitRuntimeService(channel="local").)'
+    )

@@ -773,6 +773,34 @@ class QiskitRuntimeService:
         )
         return saved
 
+    def usage(self) -> dict[str, Any]:
+        """The active instance's usage, as qiskit-ibm-runtime 0.51's `service.usage()` returns
+        it: IBM's `GET /instances/usage` keys (`instance_id`, `usage_consumed_seconds`,
+        `usage_limit_seconds` and `usage_allocation_seconds` when the instance has them,
+        `usage_limit_reached`, `usage_period` with ISO `start_time`/`end_time`), plus
+        `usage_remaining_seconds` when a limit or allocation is set (seconds throughout).
+
+        Raises IBMRuntimeError on the ibm_quantum channel, which has no usage endpoint."""
+        reply = self._gateway.call(
+            self._gateway.sessions.GetUsage, _api().sessions_pb2.GetUsageRequest()
+        )
+        found: dict[str, Any] = {
+            "instance_id": reply.instance,
+            "usage_consumed_seconds": reply.usage_consumed_seconds,
+            "usage_limit_reached": reply.usage_limit_reached,
+        }
+        for name in ("usage_limit_seconds", "usage_allocation_seconds", "usage_remaining_seconds"):
+            if reply.HasField(name):
+                found[name] = getattr(reply, name)
+        period = {}
+        for key, field in (("start_time", "period_start_time"), ("end_time", "period_end_time")):
+            if reply.HasField(field):
+                stamp = getattr(reply, field).ToDatetime().isoformat(timespec="milliseconds")
+                period[key] = stamp + "Z"
+        if period:
+            found["usage_period"] = period
+        return found
+
     def instances(self) -> list[Any]:
         if self._account.channel == "ibm_cloud":
             return []  # as 0.21
