@@ -4,7 +4,7 @@ Controller (IBM Cloud) and the legacy IBM Quantum auth API (`ibm_quantum`)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from runtime_gateway_local.auth import unauthorized
 from runtime_gateway_local.http import HttpError, Request, Response, Router
@@ -58,16 +58,7 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
     # --- Global Search / Global Catalog / Resource Controller ---------------------------
     def search(request: Request) -> Response:
         rt.authenticator.authenticate(request)
-        items = [
-            {
-                "crn": inst.crn,
-                "name": inst.name,
-                "service_plan_unique_id": inst.plan_id,
-                "tags": list(inst.tags),
-                "doc": {"extensions": {"quantum": {"backend_allocation": True}}},
-            }
-            for inst in rt.instances.cloud
-        ]
+        items = [inst.search_item() for inst in rt.instances.cloud]
         return Response.json({"items": items, "limit": 100})
 
     def catalog_entry(request: Request) -> Response:
@@ -91,13 +82,33 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
         return Response.json(
             {
                 "rows_count": len(found),
-                "resources": [{"crn": i.crn, "name": i.name, "guid": i.crn} for i in found],
+                "resources": [i.resource_instance() for i in found],
             }
         )
+
+    def resource_instance(request: Request) -> Response:
+        # IBM Cloud's lookup by id: the SDK (and ResourceControllerV2.get_resource_instance)
+        # passes the CRN, URL-encoded, as the id; a GUID works too.
+        rt.authenticator.authenticate(request)
+        key = unquote(request.params["instance_id"])
+        inst = rt.instances.lookup(key)
+        if inst is None:
+            raise HttpError(
+                404,
+                "Instance not found",
+                body={
+                    "message": f"Instance with id {key} not found",
+                    "status_code": 404,
+                    "error_code": "RC-ResourceInstanceNotFound",
+                    "transaction_id": request.header("transaction-id", ""),
+                },
+            )
+        return Response.json(inst.resource_instance())
 
     router.add("search", "POST", "/v3/resources/search", search)
     router.add("catalog", "GET", "/api/v1/{plan_id}", catalog_entry)
     router.add("rc", "GET", "/v2/resource_instances", resource_instances)
+    router.add("rc", "GET", "/v2/resource_instances/{instance_id}", resource_instance)
 
     # --- Legacy IBM Quantum auth (the 0.21 `ibm_quantum` channel) ------------------------
     def version(_: Request) -> Response:

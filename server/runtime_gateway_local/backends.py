@@ -12,6 +12,7 @@ import importlib.util
 import json
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ DEFAULT_DEVICES: dict[str, str] = {
     "brisbane": "FakeBrisbane",  # 127 qubits, Eagle r3
     "torino": "FakeTorino",  # 133 qubits, Heron r1
 }
+
+# Test devices: IBM's integration suite (the SDK's `backend_test` fixture) only accepts
+# backends named `test_eagle*`. An alias of a 127-qubit Eagle snapshot, same data, own name;
+# present when its snapshot is served.
+TEST_DEVICES: dict[str, str] = {"test_eagle_brisbane": "brisbane"}
 
 SIMULATOR_NAME = "ibmq_qasm_simulator"
 SIMULATOR_QUBITS = 32
@@ -57,6 +63,53 @@ class BackendEntry:
     @property
     def num_qubits(self) -> int:
         return int(self.configuration["n_qubits"])
+
+    @cached_property
+    def calibration_id(self) -> str | None:
+        """The id of the calibration in force (the snapshot's); None for the simulator.
+
+        IBM names calibrations with opaque ids; here it is derived from the snapshot's
+        `last_update_date` so it is stable across restarts."""
+        if not self.properties:
+            return None
+        stamp = str(self.properties.get("last_update_date") or "")
+        digits = "".join(c for c in stamp if c.isdigit())[:14]
+        return f"{self.name}-{digits or '0'}"
+
+    @cached_property
+    def calibrated_at(self) -> datetime | None:
+        """When the calibration in force was taken (the snapshot's `last_update_date`)."""
+        stamp = (self.properties or {}).get("last_update_date")
+        if not stamp:
+            return None
+        parsed = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    def list_entry(self, queue_length: int) -> dict[str, Any]:
+        """The backend as the 0.51 `GET /backends` lists it ("BackendsResponseV2")."""
+        config = self.configuration
+        processor = dict(config.get("processor_type") or {})
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "status": {
+                "name": "online" if self.operational else "offline",
+                "reason": "available" if self.operational else self.status_msg,
+            },
+            "qubits": self.num_qubits,
+            # All of a snapshot's qubits are usable here (IBM's count can be lower when
+            # qubits are disabled; the snapshots have none disabled).
+            "physical_qubits": self.num_qubits,
+            "queue_length": queue_length,
+            "is_simulator": self.simulator,
+            "processor_type": processor,
+            "clops": {"type": "hpc", "value": config.get("clops_h") or 0},
+            "performance_metrics": {
+                "quantum_volume": {"value": config.get("quantum_volume") or 0},
+            },
+        }
+        if self.calibration_id is not None:
+            entry["calibration_id"] = self.calibration_id
+        return entry
 
     @cached_property
     def configuration_json(self) -> bytes:
@@ -147,11 +200,21 @@ class BackendCatalog:
 
     def __init__(self, devices: dict[str, str] | None = None, include_simulator: bool = True):
         self._entries: dict[str, BackendEntry] = {}
-        for directory, fake_class in (devices or DEFAULT_DEVICES).items():
+        served = devices or DEFAULT_DEVICES
+        for directory, fake_class in served.items():
             config = _device_configuration(directory)
             properties = _snapshot(directory, "props")
             name = config["backend_name"]
             self._entries[name] = BackendEntry(name, config, properties, fake_class)
+        for alias, directory in TEST_DEVICES.items():
+            if directory not in served:
+                continue
+            config = _device_configuration(directory)
+            config["backend_name"] = alias
+            config["description"] = f"Test device of the local runtime (the {directory} snapshot)"
+            properties = _snapshot(directory, "props")
+            properties["backend_name"] = alias
+            self._entries[alias] = BackendEntry(alias, config, properties, served[directory])
         if include_simulator:
             self._entries[SIMULATOR_NAME] = BackendEntry(
                 SIMULATOR_NAME, simulator_configuration(), None, None

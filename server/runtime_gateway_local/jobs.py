@@ -10,12 +10,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-import queue
 import secrets
 import string
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +70,7 @@ class JobRecord:
     num_circuits: int = 0
     num_qubits: list[int] = field(default_factory=list)
     hgp: str | None = None  # hub/group/project for the ibm_quantum channel
+    calibration_id: str | None = None  # the calibration the job was asked to run with
 
     @property
     def final(self) -> bool:
@@ -150,13 +149,38 @@ class JobStore:
 Executor = Callable[[JobRecord, int, Callable[[], bool]], tuple[str, float, list[str]]]
 
 
-class JobRunner:
-    """Runs queued jobs on `workers` threads; `execute` returns (result, seconds, log lines)."""
+# Whether a queued job may start now (besides its device being free): the sessions' say
+# (a dedicated session holding the device lets only its own jobs start).
+Admit = Callable[[JobRecord], bool]
+SCHEDULE_POLL_SECONDS = 0.1  # how often waiting runners look again (TTLs expire by the clock)
 
-    def __init__(self, store: JobStore, execute: Executor, workers: int = 2) -> None:
+
+class JobRunner:
+    """Runs queued jobs on `workers` threads; `execute` returns (result, seconds, log lines).
+
+    The scheduler: jobs start in submission order, except that a device (`exclusive(backend)`
+    is true for anything but a simulator) runs one job at a time, like the real one, and
+    `admit` may hold a job back (sessions). A job that cannot start yet does not block the
+    jobs behind it on other backends."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        execute: Executor,
+        workers: int = 2,
+        *,
+        exclusive: Callable[[str], bool] = lambda backend: True,
+        admit: Admit | None = None,
+        before_pick: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self._execute = execute
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._exclusive = exclusive
+        self._admit = admit
+        self._before_pick = before_pick
+        self._pending: list[str] = []  # queued job ids, in submission order
+        self._busy: dict[str, int] = {}  # backend -> jobs running on it
+        self._cond = threading.Condition()
         self._stopping = threading.Event()
         self.workers = max(1, workers)
         self._threads = [
@@ -171,16 +195,27 @@ class JobRunner:
         for record in sorted(self._store.all(), key=lambda r: r.created):
             if record.status in PENDING_STATES:  # interrupted by a restart: run again
                 self._store.update(record.id, _requeue)
-                self._queue.put(record.id)
+                self._pending.append(record.id)
         for thread in self._threads:
             thread.start()
 
     def submit(self, job_id: str) -> None:
-        self._queue.put(job_id)
+        with self._cond:
+            self._pending.append(job_id)
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Look at the queue again now (a session closed, a setting changed)."""
+        with self._cond:
+            self._cond.notify_all()
 
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def running_on(self, backend: str) -> int:
+        with self._cond:
+            return self._busy.get(backend, 0)
 
     def aborted(self, job_id: str) -> bool:
         """True when a running job's work should stop: it is no longer RUNNING (cancelled,
@@ -192,59 +227,93 @@ class JobRunner:
 
     def stop(self) -> None:
         self._stopping.set()
-        for _ in self._threads:
-            self._queue.put(None)
+        with self._cond:
+            self._cond.notify_all()
         for thread in self._threads:
             thread.join(10)
 
+    def _pick(self) -> JobRecord | None:
+        """The first queued job that may start now, marked RUNNING; None if there is none.
+        Called with the condition held."""
+        if self._before_pick is not None:
+            self._before_pick()
+        for job_id in list(self._pending):
+            record = self._store.get(job_id)
+            if record is None or record.status != QUEUED:  # cancelled or deleted while queued
+                self._pending.remove(job_id)
+                continue
+            if self._exclusive(record.backend) and self._busy.get(record.backend, 0):
+                continue
+            if self._admit is not None and not self._admit(record):
+                continue
+            self._pending.remove(job_id)
+            started = self._store.update(job_id, _start)
+            if started is None or started.status != RUNNING:
+                continue
+            self._busy[record.backend] = self._busy.get(record.backend, 0) + 1
+            return started
+        return None
+
+    def _next(self) -> JobRecord | None:
+        with self._cond:
+            while not self._stopping.is_set():
+                if not self.paused.is_set():
+                    record = self._pick()
+                    if record is not None:
+                        return record
+                self._cond.wait(SCHEDULE_POLL_SECONDS)
+        return None
+
     def _work(self, index: int) -> None:
         while not self._stopping.is_set():
-            job_id = self._queue.get()
-            if job_id is None:
+            record = self._next()
+            if record is None:
                 return
-            while self.paused.is_set() and not self._stopping.is_set():
-                time.sleep(0.05)
-            if self._stopping.is_set():
-                return
-            record = self._store.update(job_id, _start)
-            if record is None or record.status != RUNNING:
-                continue  # cancelled or deleted while queued
             try:
-                result, seconds, lines = self._execute(
-                    record, index, functools.partial(self.aborted, job_id)
-                )
-            except JobAborted:
-                log.info("job_aborted", job_id=job_id)
-                continue
-            except JobFailure as failure:
-                log.info("job_failed", job_id=job_id, error=str(failure), code=failure.code)
-                self._store.update(
-                    job_id,
-                    functools.partial(
-                        _fail, message=str(failure), reason=failure.reason, code=failure.code
-                    ),
-                )
-                continue
-            except Exception as error:
-                if self._stopping.is_set():  # torn down mid-run: re-queued on restart
-                    log.info("job_aborted", job_id=job_id, error=str(error))
-                    continue
-                message = str(error) or type(error).__name__
-                log.info("job_failed", job_id=job_id, error=message)
-                self._store.update(
-                    job_id,
-                    functools.partial(
-                        _fail,
-                        message=message,
-                        reason=f"Error running the program: {message}",
-                        code=1000,
-                        kind=type(error).__name__,
-                    ),
-                )
-                continue
-            self._store.update(
-                job_id, functools.partial(_complete, result=result, seconds=seconds, lines=lines)
+                self._run(index, record)
+            finally:
+                with self._cond:
+                    self._busy[record.backend] -= 1
+                    self._cond.notify_all()
+
+    def _run(self, index: int, record: JobRecord) -> None:
+        job_id = record.id
+        try:
+            result, seconds, lines = self._execute(
+                record, index, functools.partial(self.aborted, job_id)
             )
+        except JobAborted:
+            log.info("job_aborted", job_id=job_id)
+            return
+        except JobFailure as failure:
+            log.info("job_failed", job_id=job_id, error=str(failure), code=failure.code)
+            self._store.update(
+                job_id,
+                functools.partial(
+                    _fail, message=str(failure), reason=failure.reason, code=failure.code
+                ),
+            )
+            return
+        except Exception as error:
+            if self._stopping.is_set():  # torn down mid-run: re-queued on restart
+                log.info("job_aborted", job_id=job_id, error=str(error))
+                return
+            message = str(error) or type(error).__name__
+            log.info("job_failed", job_id=job_id, error=message)
+            self._store.update(
+                job_id,
+                functools.partial(
+                    _fail,
+                    message=message,
+                    reason=f"Error running the program: {message}",
+                    code=1000,
+                    kind=type(error).__name__,
+                ),
+            )
+            return
+        self._store.update(
+            job_id, functools.partial(_complete, result=result, seconds=seconds, lines=lines)
+        )
 
 
 def _requeue(record: JobRecord) -> None:
@@ -319,7 +388,8 @@ def to_job_json(record: JobRecord, include_params: bool, api_version: bool) -> d
         "tags": list(record.tags),
         "cost": record.cost or 0,
         "state": state,
-        "status": record.status,
+        # IBM's top-level status spells out a max-execution-time cancellation.
+        "status": "Cancelled - Ran too long" if record.reason_code == 1305 else record.status,
         "runtime": record.runtime,
         "private": record.private,
         "user_id": record.user_id,
@@ -329,7 +399,9 @@ def to_job_json(record: JobRecord, include_params: bool, api_version: bool) -> d
         body["ended"] = record.finished
     if record.hgp:
         body["hub"], body["group"], body["project"] = record.hgp.split("/")
-    if include_params:
+    if record.calibration_id:
+        body["calibration_id"] = record.calibration_id
+    if include_params and not record.private:  # IBM never hands a private job's inputs back
         body["params"] = json.loads(record.params)
     if not api_version:  # the 0.21 dialect has no `usage` / `private` fields
         body.pop("private")

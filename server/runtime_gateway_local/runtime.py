@@ -30,7 +30,6 @@ from runtime_gateway_local.backends import BackendCatalog
 from runtime_gateway_local.execution import (
     CODE_EXECUTION,
     DEFAULT_JOB_MEMORY_MB,
-    POLL_SECONDS,
     JobAborted,
     JobFailure,
     WorkerPool,
@@ -46,7 +45,8 @@ from runtime_gateway_local.http import (
     Router,
 )
 from runtime_gateway_local.instances import Instances, default_instances
-from runtime_gateway_local.jobs import JobRecord, JobRunner, JobStore
+from runtime_gateway_local.jobs import JobRecord, JobRunner, JobStore, cancel
+from runtime_gateway_local.sessions import DEFAULT_INTERACTIVE_TTL, SessionStore
 
 log = structlog.get_logger("runtime_gateway_local")
 
@@ -68,6 +68,10 @@ class LocalRuntimeSettings:
     usage_limit_seconds: int | None = None  # instance usage limit (409 when reached)
     devices: dict[str, str] | None = None  # None: the default device set
     extra_tokens: dict[str, str] = field(default_factory=dict)  # token -> user id
+    # The shortest a job takes on a device (not the simulator), in seconds, so QUEUED and
+    # RUNNING are observable as on IBM (`--job-seconds`; the command's default is 2 s).
+    job_seconds: float = 0.0
+    session_interactive_ttl: float = DEFAULT_INTERACTIVE_TTL  # seconds (IBM: 60)
 
 
 class LocalRuntime(Dispatcher):
@@ -83,10 +87,21 @@ class LocalRuntime(Dispatcher):
         self.instances: Instances = default_instances(self.settings.usage_limit_seconds)
         self.catalog = BackendCatalog(self.settings.devices)
         self.store = JobStore(self.settings.data_dir)
-        self.runner = JobRunner(self.store, self._execute, self.settings.workers)
+        self.sessions = SessionStore(self.settings.data_dir, self.settings.session_interactive_ttl)
+        # A device runs one job at a time (simulators several); a dedicated session holding
+        # a device lets only its own jobs start there.
+        self.runner = JobRunner(
+            self.store,
+            self._execute,
+            self.settings.workers,
+            exclusive=self._is_device,
+            admit=self._admit,
+            before_pick=self.refresh_sessions,
+        )
         self.pool = WorkerPool(self.runner.workers, self.settings.devices)
         self.faults = FaultInjector()
-        self.min_job_seconds = 0.0  # PUT /_local/execution {"min_seconds": S}
+        self.min_job_seconds = 0.0  # every job, simulators too: PUT /_local/execution
+        self.job_seconds = self.settings.job_seconds  # devices only: PUT /_local/execution
         self.requests = RequestLog()
         self.router = Router()
         auth_routes.add_routes(self.router, self)
@@ -144,6 +159,20 @@ class LocalRuntime(Dispatcher):
             "backends": self.catalog.names(),
         }
 
+    # --- scheduling ----------------------------------------------------------------------
+    def _is_device(self, backend: str) -> bool:
+        entry = self.catalog.get(backend)
+        return entry is None or not entry.simulator
+
+    def refresh_sessions(self) -> None:
+        """Moves sessions along their states; cancels the queued jobs of expired ones."""
+        for job_id in self.sessions.refresh(self.store.all()):
+            self.store.update(job_id, _cancel_expired)
+
+    def _admit(self, record: JobRecord) -> bool:
+        holder = self.sessions.holder(record.backend)
+        return holder is None or holder == record.session_id
+
     # --- jobs ----------------------------------------------------------------------------
     def _execute(
         self, record: JobRecord, index: int, aborted: Callable[[], bool]
@@ -159,24 +188,18 @@ class LocalRuntime(Dispatcher):
             "backend": record.backend,
             "max_memory_mb": self.settings.job_memory_mb,
         }
-        # A device runs one job at a time, like the real one; a job cancelled while it waits
-        # for the device gives up its runner at once.
-        while not backend.run_lock.acquire(timeout=POLL_SECONDS):
-            if aborted():
-                raise JobAborted
-        try:
-            if aborted():
-                raise JobAborted
-            reply = self.pool.run(index, task, aborted, self.settings.job_memory_mb)
-        finally:
-            backend.run_lock.release()
+        # One job at a time per device is the runner's scheduling (JobRunner).
+        if aborted():
+            raise JobAborted
+        reply = self.pool.run(index, task, aborted, self.settings.job_memory_mb)
         if not reply.get("ok"):
             message = str(reply.get("message") or "the simulation failed")
             if reply.get("kind") == "memory":
                 raise memory_failure(self.settings.job_memory_mb, message)
             raise JobFailure(message, f"Error running the program: {message}", CODE_EXECUTION)
-        # Real devices take seconds: an optional floor keeps jobs observably RUNNING.
-        while (remaining := self.min_job_seconds - (time.monotonic() - started)) > 0:
+        # Real devices take seconds: a floor keeps jobs observably RUNNING (and QUEUED behind).
+        floor = max(self.min_job_seconds, 0.0 if backend.simulator else self.job_seconds)
+        while (remaining := floor - (time.monotonic() - started)) > 0:
             if aborted():
                 raise JobAborted
             time.sleep(min(0.05, remaining))
@@ -296,10 +319,30 @@ class LocalRuntime(Dispatcher):
 
         def execution(request: Request) -> Response:
             body = request.json()
-            seconds = body.get("min_seconds") if isinstance(body, dict) else None
-            if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 600:
-                raise HttpError(400, 'The body must be {"min_seconds": 0..600}.')
-            self.min_job_seconds = float(seconds)
+            if not isinstance(body, dict) or not body:
+                raise HttpError(
+                    400, 'The body must be {"min_seconds": 0..600, "job_seconds": 0..600}.'
+                )
+            for key in body:
+                value = body[key]
+                if key not in ("min_seconds", "job_seconds") or not (
+                    isinstance(value, (int, float)) and 0 <= value <= 600
+                ):
+                    raise HttpError(
+                        400, 'The body must be {"min_seconds": 0..600, "job_seconds": 0..600}.'
+                    )
+            if "min_seconds" in body:
+                self.min_job_seconds = float(body["min_seconds"])
+            if "job_seconds" in body:
+                self.job_seconds = float(body["job_seconds"])
+            return Response.empty()
+
+        def session_settings(request: Request) -> Response:
+            body = request.json()
+            ttl = body.get("interactive_ttl") if isinstance(body, dict) else None
+            if not isinstance(ttl, (int, float)) or not 0 < ttl <= 3600:
+                raise HttpError(400, 'The body must be {"interactive_ttl": 0..3600}.')
+            self.sessions.interactive_ttl = float(ttl)  # for sessions created from now on
             return Response.empty()
 
         def backend_status(request: Request) -> Response:
@@ -325,8 +368,16 @@ class LocalRuntime(Dispatcher):
             ("POST", "/queue/resume", resume),
             ("PUT", "/backends/{name}/status", backend_status),
             ("PUT", "/execution", execution),
+            ("PUT", "/sessions", session_settings),
         ):
             self.router.add("admin", method, pattern, admin(handler))
+
+
+def _cancel_expired(record: JobRecord) -> bool:
+    if not cancel(record):
+        return False
+    record.reason = "Job cancelled: its session reached its maximum TTL"
+    return True
 
 
 def _strip(path: str, prefix: str) -> str:

@@ -11,18 +11,22 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from runtime_gateway_local import programs
+from runtime_gateway_local import sessions as session_states
 from runtime_gateway_local.auth import Principal
+from runtime_gateway_local.backends import TEST_DEVICES
 from runtime_gateway_local.http import HttpError, Request, Response, Router
 from runtime_gateway_local.jobs import (
+    CANCELLED,
     COMPLETED,
     FAILED,
     FINAL_STATES,
     PENDING_STATES,
     QUEUED,
+    RUNNING,
     JobRecord,
     cancel,
     new_id,
@@ -33,6 +37,7 @@ from runtime_gateway_local.jobs import (
 
 if TYPE_CHECKING:
     from runtime_gateway_local.backends import BackendEntry
+    from runtime_gateway_local.instances import CloudInstance
     from runtime_gateway_local.runtime import LocalRuntime
 
 DEFAULT_LIMIT = 200
@@ -48,6 +53,14 @@ class Caller:
     crn: str | None  # cloud channels
     hgps: tuple[str, ...]  # ibm_quantum: the projects in scope
     api_version: bool  # sent IBM-API-Version: the 0.51 dialect
+    cloud: CloudInstance | None = None  # the instance named by Service-CRN
+
+    def sees_backend(self, name: str) -> bool:
+        """Per-instance backend visibility: IBM allocates devices per instance; test devices
+        belong to internal instances only (never to the ibm_quantum projects)."""
+        if self.cloud is not None:
+            return self.cloud.sees(name)
+        return name not in TEST_DEVICES
 
     def sees(self, record: JobRecord) -> bool:
         if record.user_id != self.principal.user_id:
@@ -55,39 +68,6 @@ class Caller:
         if self.crn is not None:
             return record.instance == self.crn
         return record.instance in self.hgps
-
-
-@dataclass
-class Session:
-    id: str
-    backend_name: str
-    mode: str
-    user_id: str
-    instance: str
-    max_ttl: int
-    started_at: str
-    state: str = "open"
-    accepting_jobs: bool = True
-    closed_at: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "backend_name": self.backend_name,
-            "mode": self.mode,
-            "state": self.state,
-            "accepting_jobs": self.accepting_jobs,
-            "interactive_ttl": 60,
-            "max_ttl": self.max_ttl,
-            "active_ttl": self.max_ttl,
-            "started_at": self.started_at,
-            "activated_at": self.started_at,
-            "closed_at": self.closed_at,
-            "last_job_started": None,
-            "last_job_completed": None,
-            "elapsed_time": 0,
-            "timestamps": [],
-        }
 
 
 class RateLimiter:
@@ -115,6 +95,39 @@ class RateLimiter:
                     headers={"Retry-After": str(retry_after)},
                 )
             times.append(now)
+
+
+CODE_RAN_TOO_LONG = 1305  # IBM: cancelled for exceeding max_execution_time (`cost`)
+
+
+def _cancel_ran_too_long(record: JobRecord) -> bool:
+    """IBM's answer to a job past its max execution time: Cancelled, reason "Ran too long",
+    code 1305 (the 0.51 SDK turns that into ERROR and RuntimeJobMaxTimeoutError; 0.21 reads
+    the reason), with the error text under `/results` as the SDK fetches it."""
+    if record.status != RUNNING:
+        return False
+    record.status = CANCELLED
+    record.reason = "Ran too long"
+    record.reason_code = CODE_RAN_TOO_LONG
+    record.finished = now_iso()
+    message = f"Job {record.id} ran longer than its maximum execution time of {record.cost} s."
+    record.result = f"Traceback (most recent call last):\nJobRanTooLong: {message}\n"
+    record.add_log(f"Job cancelled: {message}", "ERROR")
+    return True
+
+
+def _over_time(record: JobRecord, now: datetime) -> bool:
+    # The local runtime has no QPU clock: time spent RUNNING (simulation plus the configured
+    # job duration) stands in for the quantum time IBM compares with max_execution_time.
+    if record.status != RUNNING or not record.cost or not record.running:
+        return False
+    return (now - utc_timestamp(record.running)).total_seconds() > record.cost
+
+
+def _mark_result_read(record: JobRecord) -> None:
+    record.result_read = True
+    if record.status == COMPLETED:
+        record.result = ""
 
 
 def _int_arg(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -153,9 +166,11 @@ def _time_arg(request: Request, name: str) -> datetime | None:
         ) from None
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def add_routes(router: Router, rt: LocalRuntime) -> None:
-    sessions: dict[str, Session] = {}
-    sessions_lock = threading.Lock()
     limiter = RateLimiter(rt.settings.job_rate_limit_per_minute)
 
     def caller(request: Request) -> Caller:
@@ -167,7 +182,7 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
                 raise HttpError(
                     403, f"The instance {crn} does not exist or is not accessible.", "forbidden"
                 )
-            return Caller(principal, crn, (), api_version)
+            return Caller(principal, crn, (), api_version, rt.instances.by_crn[crn])
         if request.header("x-access-token") is None:
             raise HttpError(400, "The Service-CRN header is required.", "bad_request")
         provider = request.arg("provider")
@@ -175,16 +190,34 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
             raise HttpError(403, f"The hub/group/project {provider} is not accessible.")
         return Caller(principal, None, (provider,) if provider else rt.instances.hgps, api_version)
 
-    def backend_or_404(name: str) -> BackendEntry:
+    def backend_or_404(name: str, who: Caller | None = None) -> BackendEntry:
         entry = rt.catalog.get(name)
-        if entry is None:
+        if entry is None or (who is not None and not who.sees_backend(name)):
             raise HttpError(404, f"Backend {name} not found.", "1007")
         return entry
+
+    def calibration_or_404(entry: BackendEntry, request: Request) -> None:
+        # IBM keeps every calibration by id; here only the snapshot's is known.
+        wanted = request.arg("calibration_id")
+        if wanted is not None and wanted != entry.calibration_id:
+            raise HttpError(
+                404, f"Calibration {wanted} not found for backend {entry.name}.", "1007"
+            )
 
     def queue_length(name: str) -> int:
         return sum(1 for r in rt.store.all() if r.backend == name and r.status == QUEUED)
 
+    def enforce_max_execution_time() -> None:
+        """Cancels running jobs past their `cost`; done when jobs are read, which is when an
+        SDK (polling every 0.5 s while waiting) could observe it. The runner then sees the job
+        is no longer RUNNING and stops its simulation."""
+        now = datetime.now(UTC)
+        for record in rt.store.all():
+            if _over_time(record, now):
+                rt.store.update(record.id, _cancel_ran_too_long)
+
     def job_or_404(request: Request, who: Caller) -> JobRecord:
+        enforce_max_execution_time()
         job_id = request.params["job_id"]
         record = rt.store.get(job_id)
         if record is None or not who.sees(record):
@@ -194,43 +227,33 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
     # --- backends ------------------------------------------------------------------------
     def list_backends(request: Request) -> Response:
         who = caller(request)
-        names = rt.catalog.names()
+        names = [n for n in rt.catalog.names() if who.sees_backend(n)]
         if not who.api_version:
             return Response.json({"devices": names})
-        devices = []
-        for name in names:
-            entry = backend_or_404(name)
-            config = entry.configuration
-            devices.append(
-                {
-                    "name": name,
-                    "status": {
-                        "name": "online" if entry.operational else "offline",
-                        "reason": "available" if entry.operational else entry.status_msg,
-                    },
-                    "qubits": entry.num_qubits,
-                    "queue_length": queue_length(name),
-                    "is_simulator": entry.simulator,
-                    "processor_type": config.get("processor_type") or {},
-                    "clops": {"type": "hpc", "value": (config.get("clops_h") or 0)},
-                }
-            )
+        devices = [backend_or_404(n).list_entry(queue_length(n)) for n in names]
         return Response.json({"devices": devices})
 
     def configuration(request: Request) -> Response:
-        caller(request)
-        return Response(200, backend_or_404(request.params["name"]).configuration_json)
+        entry = backend_or_404(request.params["name"], caller(request))
+        calibration_or_404(entry, request)
+        return Response(200, entry.configuration_json)
 
     def properties(request: Request) -> Response:
-        caller(request)
-        entry = backend_or_404(request.params["name"])
+        entry = backend_or_404(request.params["name"], caller(request))
+        calibration_or_404(entry, request)
+        # `updated_before` (the SDK's `properties(datetime=...)`; `datetime` accepted too):
+        # the calibration in force then. Before the snapshot's there was none here; IBM then
+        # answers an empty document, which the SDK reads as "no properties".
+        before = _time_arg(request, "updated_before") or _time_arg(request, "datetime")
+        if before is not None and entry.calibrated_at is not None:
+            if before < entry.calibrated_at:
+                return Response.json({})
         # Simulators have no calibration: an empty document, which both SDKs read as "none"
         # (0.21's SamplerV2 asks for it through `backend.target`).
         return Response(200, entry.properties_json)
 
     def status(request: Request) -> Response:
-        caller(request)
-        entry = backend_or_404(request.params["name"])
+        entry = backend_or_404(request.params["name"], caller(request))
         return Response.json(
             {
                 "backend_name": entry.name,
@@ -243,8 +266,7 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
         )
 
     def defaults(request: Request) -> Response:
-        caller(request)
-        entry = backend_or_404(request.params["name"])
+        entry = backend_or_404(request.params["name"], caller(request))
         raise HttpError(404, f"Pulse defaults are not available for {entry.name}.")
 
     router.add("runtime", "GET", "/backends", list_backends)
@@ -265,6 +287,13 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
         program_id = body.get("program_id")
         if not isinstance(program_id, str) or not program_id:
             raise HttpError(400, "program_id is required.", "1002")
+        if program_id in programs.UNAVAILABLE_PROGRAMS:
+            # IBM's answer for a program the instance may not run (403, code 1214).
+            raise HttpError(
+                403,
+                f"You are not authorized to run program {program_id}.",
+                str(programs.CODE_NOT_AUTHORIZED),
+            )
         if program_id not in programs.SUPPORTED_PROGRAMS:
             raise HttpError(404, f"Program not found: {program_id}", "1000")
         params = body.get("params")
@@ -289,24 +318,33 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
             instance = hgp
         backend_name = body.get("backend")
         if not backend_name:
-            candidates = [rt.catalog.get(n) for n in rt.catalog.names()]
+            candidates = [rt.catalog.get(n) for n in rt.catalog.names() if who.sees_backend(n)]
             backend_name = min(
                 (e for e in candidates if e is not None and e.operational and not e.simulator),
                 key=lambda e: queue_length(e.name),
             ).name
         entry = rt.catalog.get(backend_name)
-        if entry is None:
+        if entry is None or not who.sees_backend(backend_name):
             raise HttpError(400, f"Backend {backend_name} not found.", "1007")
+        calibration_id = body.get("calibration_id")
+        if calibration_id is not None and calibration_id != entry.calibration_id:
+            raise HttpError(
+                400, f"Calibration {calibration_id} not found for backend {backend_name}.", "1007"
+            )
         if not entry.operational:
             raise HttpError(400, f"Backend {backend_name} is not operational.", "1004")
         session_id = body.get("session_id")
         if session_id:
-            with sessions_lock:
-                session = sessions.get(session_id)
+            rt.refresh_sessions()  # a session past its maximum TTL is closed now
+            session = rt.sessions.get(str(session_id))
             if session is None or session.user_id != who.principal.user_id:
                 raise HttpError(404, f"Session not found: {session_id}", "1217")
             if not session.accepting_jobs:
-                raise HttpError(400, f"Session {session_id} is closed.", "1217")
+                raise HttpError(
+                    400,
+                    f"Session {session_id} is closed and no longer accepting jobs.",
+                    "1217",
+                )
         inst = rt.instances.by_crn.get(instance)
         if inst is not None and inst.usage_limit_seconds is not None:
             if usage_consumed(instance) >= inst.usage_limit_seconds:
@@ -336,18 +374,20 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
             num_circuits=prepared.num_circuits,
             num_qubits=prepared.num_qubits,
             hgp=hgp,
+            calibration_id=calibration_id,
         )
-        if body.get("start_session"):
-            with sessions_lock:
-                sessions[record.id] = Session(
-                    id=record.id,
-                    backend_name=backend_name,
-                    mode="dedicated",
-                    user_id=who.principal.user_id,
-                    instance=instance,
-                    max_ttl=int(body.get("session_time") or 28800),
-                    started_at=record.created,
-                )
+        if body.get("start_session"):  # 0.21: the job starts a dedicated session of its id
+            session_time: int = session_states.DEFAULT_MAX_TTL
+            if _positive_int(body.get("session_time")):
+                session_time = int(body["session_time"])
+            rt.sessions.create(
+                record.id,
+                backend_name,
+                session_states.DEDICATED,
+                who.principal.user_id,
+                instance,
+                session_time,
+            )
             record.session_id = record.id
         record.add_log(f"Job {record.id} queued on {backend_name}")
         rt.store.add(record)
@@ -372,6 +412,7 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
         sort = (request.arg("sort") or "DESC").upper()
         if sort not in ("ASC", "DESC"):
             raise HttpError(400, f"Query parameter sort must be ASC or DESC, got {sort!r}.")
+        enforce_max_execution_time()
         matching = []
         for record in rt.store.all():
             if not who.sees(record):
@@ -412,19 +453,21 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
     def results(request: Request) -> Response:
         who = caller(request)
         record = job_or_404(request, who)
-        if record.status not in (COMPLETED, FAILED) or record.result is None:
+        ran_too_long = record.status == CANCELLED and record.reason_code == CODE_RAN_TOO_LONG
+        if (record.status not in (COMPLETED, FAILED) and not ran_too_long) or record.result is None:
             raise HttpError(
                 404, f"Results are not available for job {record.id} in state {record.status}."
             )
+        text = record.result
         if record.private:
+            # IBM hands a private job's results out once, then answers an empty body (the
+            # SDK's `job.result()` is then None); the local copy is dropped with it.
             if record.result_read:
-                raise HttpError(
-                    404, f"The results of private job {record.id} have already been retrieved."
-                )
-            rt.store.update(record.id, lambda r: setattr(r, "result_read", True))
-        if record.status == FAILED or who.api_version:
-            return Response.text(record.result)
-        return Response.text(programs.to_portable_result(record.result))
+                return Response.text("")
+            rt.store.update(record.id, _mark_result_read)
+        if record.status != COMPLETED or who.api_version:
+            return Response.text(text)
+        return Response.text(programs.to_portable_result(text))
 
     def interim_results(request: Request) -> Response:
         job_or_404(request, caller(request))
@@ -525,53 +568,69 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
             raise HttpError(400, "The request body must be a JSON object.")
         backend_name = body.get("backend")
         if backend_name is not None:
+            if not isinstance(backend_name, str):
+                raise HttpError(400, "backend must be a string.")
             backend_or_404(backend_name)
-        mode = body.get("mode") or "dedicated"
-        if mode not in ("dedicated", "batch"):
+        mode = body.get("mode") or session_states.DEDICATED
+        if mode not in session_states.MODES:
             raise HttpError(400, f"mode must be dedicated or batch, got {mode!r}.")
-        max_ttl = body.get("max_ttl") or body.get("max_session_ttl") or 28800
-        session = Session(
-            id=new_id("s"),
-            backend_name=backend_name or "",
-            mode=mode,
-            user_id=who.principal.user_id,
-            instance=who.crn or body.get("instance") or who.hgps[0],
-            max_ttl=int(max_ttl),
-            started_at=now_iso(),
+        # 0.51 and ibm_cloud send `max_ttl`, 0.21's ibm_quantum `max_session_ttl`.
+        max_ttl = body.get("max_ttl", body.get("max_session_ttl"))
+        if max_ttl is None:
+            max_ttl = session_states.DEFAULT_MAX_TTL
+        if not _positive_int(max_ttl) or max_ttl > session_states.DEFAULT_MAX_TTL:
+            raise HttpError(
+                400,
+                f"max_ttl must be a whole number of seconds from 1 to "
+                f"{session_states.DEFAULT_MAX_TTL}, got {max_ttl!r}.",
+            )
+        instance = who.crn
+        if instance is None:
+            instance = body.get("instance") or who.hgps[0]
+            if instance not in who.hgps:
+                raise HttpError(403, f"The hub/group/project {instance} is not accessible.")
+        session = rt.sessions.create(
+            new_id("s"), backend_name or "", mode, who.principal.user_id, instance, max_ttl
         )
-        with sessions_lock:
-            sessions[session.id] = session
         return Response.json(session.to_json())
 
-    def session_or_404(request: Request) -> Session:
+    def session_or_404(request: Request) -> session_states.SessionRecord:
         who = caller(request)
-        with sessions_lock:
-            session = sessions.get(request.params["session_id"])
+        session_id = request.params["session_id"]
+        session = rt.sessions.get(session_id)
         if session is None or session.user_id != who.principal.user_id:
-            raise HttpError(404, f"Session not found: {request.params['session_id']}", "1217")
+            raise HttpError(404, f"Session not found: {session_id}", "1217")
         return session
 
     def get_session(request: Request) -> Response:
-        return Response.json(session_or_404(request).to_json())
+        session = session_or_404(request)
+        rt.refresh_sessions()
+        return Response.json(session.to_json())
 
     def update_session(request: Request) -> Response:
         session = session_or_404(request)
         body = request.json()
-        if isinstance(body, dict) and body.get("accepting_jobs") is False:
-            session.accepting_jobs = False
+        if not isinstance(body, dict) or not isinstance(body.get("accepting_jobs"), bool):
+            raise HttpError(400, 'The body must be {"accepting_jobs": false}.')
+        if body["accepting_jobs"] is False:  # close: queued jobs still run
+            rt.sessions.close(session.id, rt.store.all())
+            rt.runner.wake()
+        elif session.closed:
+            raise HttpError(409, f"Session {session.id} is closed.")
         return Response.empty()
 
     def close_session(request: Request) -> Response:
+        """Cancel: closes at once and cancels the session's queued jobs (running ones end)."""
         session = session_or_404(request)
-        session.accepting_jobs = False
-        session.state = "closed"
-        session.closed_at = now_iso()
+        rt.sessions.cancel(session.id)
         for record in rt.store.all():
             if record.session_id == session.id and record.status == QUEUED:
                 rt.store.update(record.id, cancel)
+        rt.runner.wake()
         return Response.empty()
 
     def usage(request: Request) -> Response:
+        """IBM's `GET /instances/usage` (section 3.8 of the contract): null keys omitted."""
         who = caller(request)
         inst = rt.instances.by_crn.get(who.crn or "")
         if inst is None:
@@ -579,16 +638,24 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
         consumed = usage_consumed(inst.crn)
         now = datetime.now(UTC)
         start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=32)).replace(day=1) - timedelta(microseconds=1)
+        limit = inst.usage_limit_seconds
         body: dict[str, Any] = {
             "instance_id": inst.crn,
             "plan_id": inst.plan_id,
-            "usage_consumed_seconds": consumed,
-            "usage_limit_reached": inst.usage_limit_seconds is not None
-            and consumed >= inst.usage_limit_seconds,
-            "usage_period": {"start_time": start.isoformat(), "end_time": None},
+            "usage_consumed_seconds": round(consumed),  # IBM reports whole seconds (an int)
+            "usage_limit_reached": limit is not None and consumed >= limit,
+            "usage_period": {
+                "start_time": start.isoformat().replace("+00:00", "Z"),
+                "end_time": end.isoformat().replace("+00:00", "Z"),
+            },
         }
-        if inst.usage_limit_seconds is not None:  # omitted, not null, when unlimited
-            body["usage_limit_seconds"] = inst.usage_limit_seconds
+        # Omitted, not null, when absent: the SDK's usage() fails on a null next to a value.
+        if limit is not None:
+            body["usage_limit_seconds"] = limit
+        allocation = getattr(inst, "usage_allocation_seconds", None)
+        if allocation is not None:
+            body["usage_allocation_seconds"] = allocation
         return Response.json(body)
 
     def qctrl_instance(request: Request) -> Response:

@@ -344,8 +344,9 @@ def test_private_job_results_can_be_read_once(client: Client) -> None:
     job_id = client.submit(private=True)
     client.wait(job_id)
     assert client.call("GET", f"/jobs/{job_id}/results").status_code == 200
+    # IBM then answers an empty body: the SDK's own suite asserts `not job.result()`.
     second = client.call("GET", f"/jobs/{job_id}/results")
-    assert second.status_code == 404 and "already been retrieved" in _error_message(second)
+    assert second.status_code == 200 and second.text == ""
 
 
 def test_list_filters_pagination_and_count(make_runtime) -> None:
