@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-inflight-bytes",
         type=int,
         default=_number_env("MAX_INFLIGHT_BYTES", str(512 * 1024 * 1024), int),
-        help="memory the requests in flight may hold in a gateway process, counted as four "
+        help="memory the requests in flight may hold in a gateway process, counted as eight "
         "times their serialized size; beyond it calls get RESOURCE_EXHAUSTED "
         "(GATEWAY_OVERLOADED) with a retry delay (per worker; "
         "env RUNTIME_GATEWAY_MAX_INFLIGHT_BYTES; default: 536870912)",

@@ -329,10 +329,10 @@ def test_page_tokens_of_every_list_are_signed(gateway: GatewayClient) -> None:
 # --- 6. admission control for large requests ------------------------------------------------------
 @pytest.fixture
 def small_budget_gateway(upstream: Upstream, tmp_path: Path) -> Iterator[GatewayClient]:
-    """A gateway whose requests in flight may cost at most 48 MB (four times their size, so
+    """A gateway whose requests in flight may cost at most 96 MB (eight times their size, so
     12 MB of requests); POST /jobs upstream is slowed so concurrent submissions overlap."""
     proc = start(
-        ["serve", "--listen", "127.0.0.1:0", "--max-inflight-bytes", str(48_000_000)],
+        ["serve", "--listen", "127.0.0.1:0", "--max-inflight-bytes", str(96_000_000)],
         tmp_path,
         env=upstream_env(upstream),
     )
