@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from runtime_gateway_local.runtime import LocalRuntime, LocalRuntimeSettings
-from runtime_gateway_local.worker import die_with_parent
+from runtime_gateway_server.subprocesses import die_with_parent
 
 log = structlog.get_logger("runtime_gateway_local")
 

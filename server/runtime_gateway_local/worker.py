@@ -16,7 +16,6 @@ The worker exits on EOF of its task pipe, and with its parent (PR_SET_PDEATHSIG)
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -24,30 +23,13 @@ import struct
 import sys
 from typing import Any, BinaryIO
 
+from runtime_gateway_server.subprocesses import die_with_parent
+
 _HEADER = struct.Struct(">I")
-PR_SET_PDEATHSIG = 1
 # Aer's refusals when a circuit needs more than `max_memory_mb`: "Insufficient memory to run
 # circuit ... Required memory: ..." (method chosen by name), and qiskit-aer 0.18's "a circuit
 # requires more memory than max_memory_mb" (method "automatic").
 AER_MEMORY_MARKERS = ("insufficient memory", "requires more memory than max_memory_mb")
-
-
-def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) -> None:
-    """Asks Linux to send `sig` to this process when its parent thread ends; elsewhere a no-op.
-
-    The signal fires when the *thread* that started this process ends, so parents start
-    these processes from long-lived threads only. If the parent already died before the
-    request (a race), this process exits now.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if parent_pid is not None and os.getppid() != parent_pid:
-        os._exit(1)
 
 
 def write_frame(stream: BinaryIO, message: dict[str, Any]) -> None:

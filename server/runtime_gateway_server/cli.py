@@ -438,12 +438,19 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from runtime_gateway_server.logs import SECRETS, configure_logging
     from runtime_gateway_server.watch import WatchSettings
-    from runtime_gateway_server.workers import LOCAL_UPSTREAM_ENV
+    from runtime_gateway_server.workers import LOCAL_UPSTREAM_ENV, SUPERVISOR_PID_ENV
 
     worker = args.worker_index is not None
     configure_logging(
         args.log_format, args.log_level, {"worker": args.worker_index} if worker else None
     )
+    if worker and os.environ.get(SUPERVISOR_PID_ENV, "").isdigit():
+        import signal
+
+        from runtime_gateway_server.subprocesses import die_with_parent
+
+        # Drain when the supervisor goes, however it went (no orphaned workers on the port).
+        die_with_parent(signal.SIGTERM, int(os.environ[SUPERVISOR_PID_ENV]))
     settings = GatewaySettings(
         accounts_dir=args.accounts_dir,
         api_keys=parse_api_keys(args.api_key),

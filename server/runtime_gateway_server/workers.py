@@ -30,6 +30,8 @@ import structlog
 
 from runtime_gateway_server.subprocesses import python_module
 
+# A worker dies with its supervisor (even a SIGKILLed one): it drains on SIGTERM.
+SUPERVISOR_PID_ENV = "RUNTIME_GATEWAY_SUPERVISOR_PID"
 log = structlog.get_logger("runtime_gateway_server.workers")
 
 # A worker that dies this many times within RESTART_WINDOW seconds is not restarted again:
@@ -106,7 +108,10 @@ class Supervisor:
             str(self.count),
         ]
         return subprocess.Popen(
-            argv, stdout=subprocess.PIPE, text=True, env={**os.environ, **self.env}
+            argv,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **self.env, SUPERVISOR_PID_ENV: str(os.getpid())},
         )
 
     def _await_ready(self, proc: subprocess.Popen[str], index: int) -> None:

@@ -266,6 +266,6 @@ def test_a_killed_workers_gauges_leave_the_sum(upstream: Upstream, tmp_path: Pat
             time.sleep(0.2)
         stream.cancel()
     finally:
-        upstream.admin("POST", "/queue/resume")
         client.channel.close()
         proc.stop()
+        upstream.admin("POST", "/queue/resume")

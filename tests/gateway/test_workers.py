@@ -208,3 +208,28 @@ def test_a_busy_port_is_refused(workers: Proc, tmp_path: Path) -> None:
     )
     assert second.returncode == 2
     assert "cannot listen on" in second.stderr and second.stdout == ""
+
+
+def test_workers_die_with_a_killed_supervisor(upstream: Upstream, tmp_path: Path) -> None:
+    """SIGKILL leaves the supervisor no time to drain its workers; they must not stay behind
+    serving the port on their own."""
+    proc = start(
+        ["serve", "--listen", "127.0.0.1:0", "--workers", "2", "--no-local-runtime"],
+        tmp_path,
+        env=upstream_env(upstream),
+    )
+    pids = list(proc.ready["pids"])
+    proc.popen.kill()
+    proc.popen.wait(10)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has exited
