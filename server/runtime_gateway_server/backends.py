@@ -112,8 +112,7 @@ class BackendDirectory:
                 raise GatewayError(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "UPSTREAM_PERMISSION_DENIED",
-                    f"{field}: hub/group/project {excerpt(instance)} is not one of this "
-                    "account's",
+                    f"{field}: hub/group/project {excerpt(instance)} is not one of this account's",
                 )
 
         def load() -> list[str]:

@@ -143,9 +143,7 @@ def _pub(
         sampler.SetInParent()
         for name in order:
             try:
-                register, counted = _register(
-                    name, fields[name], shape, budget, counts, int_counts
-                )
+                register, counted = _register(name, fields[name], shape, budget, counts, int_counts)
                 sampler.registers.append(register)
                 if (counts or int_counts) and not counted:
                     # Too many distinct outcomes to count in a message: read `packed_bits`.
