@@ -226,10 +226,19 @@ class Gateway:
             async for update in sub.updates(self.watch.settings.heartbeat_seconds):
                 key = (wrap, bool(update.result_json), instance)
                 message = update.responses.get(key)
-                if message is None:  # built once per update, not once per subscriber
-                    message = update.responses[key] = wrap(
-                        update=convert.job_update(update, instance)
+                if message is None and update.result_json:
+                    # Decoding a result (typed counts) can take a while: off the event loop,
+                    # once, shared by every subscriber that asked for it.
+                    built = loop.run_in_executor(
+                        self.executor, _build_update, wrap, update, instance
                     )
+                    update.responses[key] = built
+                    message = await asyncio.shield(built)
+                    update.responses[key] = message
+                elif message is None:  # built once per update, not once per subscriber
+                    message = update.responses[key] = _build_update(wrap, update, instance)
+                elif isinstance(message, asyncio.Future):
+                    message = await asyncio.shield(message)
                 yield message
                 sent += 1
                 UPDATES_DELIVERED.labels(update.kind).inc()
@@ -257,6 +266,10 @@ class Gateway:
                 account=creds.account_name,
                 channel=creds.channel or ("token" if creds.token else "local"),
             )
+
+
+def _build_update(wrap: Callable[..., Any], update: Any, instance: str) -> Any:
+    return wrap(update=convert.job_update(update, instance))
 
 
 def _backend_filter(message: backends_pb2.BackendFilter) -> BackendFilter:
