@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -16,7 +17,7 @@ from runtime_gateway import (
     RuntimeJobNotFound,
     RuntimeProgramNotFound,
 )
-from tests.gateway.conftest import DOMAIN, UPSTREAM_TOKEN, GatewayClient
+from tests.gateway.conftest import DOMAIN, UPSTREAM_TOKEN, GatewayClient, bell_inputs
 
 
 @pytest.fixture
@@ -230,3 +231,37 @@ def test_usage_is_the_sdks(service: QiskitRuntimeService, gateway: GatewayClient
     assert isinstance(usage["usage_consumed_seconds"], float)
     assert usage["usage_limit_reached"] is False
     assert set(usage["usage_period"]) == {"start_time", "end_time"}
+
+
+def test_a_wait_gives_up_on_a_gateway_that_stays_away(
+    upstream, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """A gateway restart is ridden out, but one that never comes back ends `result()` with an
+    IBMRuntimeError naming it (it hung forever before)."""
+    import runtime_gateway.service as service_module
+    from runtime_gateway.exceptions import IBMRuntimeError
+    from tests.gateway.conftest import upstream_env
+    from tests.procs import start
+
+    monkeypatch.setattr(service_module, "UNREACHABLE_GRACE", 3.0)
+    proc = start(
+        ["serve", "--listen", "127.0.0.1:0", "--no-local-runtime"],
+        tmp_path,
+        env=upstream_env(upstream),
+    )
+    monkeypatch.setenv("RUNTIME_GATEWAY_ADDRESS", proc.ready["address"])
+    monkeypatch.setenv("HOME", str(tmp_path))
+    upstream.admin("POST", "/queue/pause")  # the job waits in the queue
+    try:
+        svc = QiskitRuntimeService(channel="ibm_quantum_platform", token=UPSTREAM_TOKEN,
+                                   url=f"http://{DOMAIN}", instance=upstream.crn)  # fmt: skip
+        job = svc.run(
+            "sampler", json.loads(bell_inputs()), options={"backend": "ibmq_qasm_simulator"}
+        )
+        proc.popen.kill()
+        proc.popen.wait(10)
+        with pytest.raises(IBMRuntimeError, match=proc.ready["address"]):
+            job.result(timeout=120)
+    finally:
+        proc.stop()
+        upstream.admin("POST", "/queue/resume")

@@ -48,6 +48,9 @@ DEFAULT_ADDRESS = "localhost:50051"
 CALL_TIMEOUT = 120.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # the gateway's limit on a message either way
 STREAM_WINDOW = 60.0  # longest silence on a job stream before reconnecting
+# How long a job wait rides out a gateway that cannot be reached (a restart takes seconds)
+# before it raises, as the SDK raises once its connection retries are spent.
+UNREACHABLE_GRACE = 60.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _FINAL = {"DONE", "ERROR", "CANCELLED"}
 # runtime_gateway.v1.JobState numbers (checked by a test against the generated enum)
@@ -484,6 +487,7 @@ class RuntimeJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         resume = 0
         with_result = not self.private
+        unreachable_since: float | None = None
         while True:  # reconnect with the last revision when a stream breaks or goes silent
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -501,6 +505,7 @@ class RuntimeJob:
             )
             try:
                 for message in stream:
+                    unreachable_since = None
                     update = message.update
                     resume = max(resume, update.revision)
                     if update.WhichOneof("kind") == "state":
@@ -516,6 +521,10 @@ class RuntimeJob:
                     _api().grpc.StatusCode.UNAVAILABLE,
                 ):
                     if code == _api().grpc.StatusCode.UNAVAILABLE:
+                        now = time.monotonic()
+                        unreachable_since = unreachable_since or now
+                        if now - unreachable_since > UNREACHABLE_GRACE:
+                            raise self._service._gateway.error(error, IBMRuntimeError) from None
                         time.sleep(0.5)  # the gateway went away: give it a moment
                     continue  # the loop raises RuntimeJobTimeoutError once the caller's time is up
                 if code == _api().grpc.StatusCode.RESOURCE_EXHAUSTED and with_result:
