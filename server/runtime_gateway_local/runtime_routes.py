@@ -337,8 +337,14 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
         if session_id:
             rt.refresh_sessions()  # a session past its maximum TTL is closed now
             session = rt.sessions.get(str(session_id))
-            if session is None or session.user_id != who.principal.user_id:
+            if session is None or not _owns(who, session, instance):
                 raise HttpError(404, f"Session not found: {session_id}", "1217")
+            if session.backend_name and session.backend_name != backend_name:
+                raise HttpError(
+                    400,
+                    f"The job's backend {backend_name} is not the session's backend "
+                    f"{session.backend_name}.",
+                )
             if not session.accepting_jobs:
                 raise HttpError(
                     400,
@@ -379,7 +385,8 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
         if body.get("start_session"):  # 0.21: the job starts a dedicated session of its id
             session_time: int = session_states.DEFAULT_MAX_TTL
             if _positive_int(body.get("session_time")):
-                session_time = int(body["session_time"])
+                # Bounded as CreateSession's max_ttl: a session cannot hold a device for years.
+                session_time = min(int(body["session_time"]), session_states.DEFAULT_MAX_TTL)
             rt.sessions.create(
                 record.id,
                 backend_name,
@@ -598,7 +605,7 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
         who = caller(request)
         session_id = request.params["session_id"]
         session = rt.sessions.get(session_id)
-        if session is None or session.user_id != who.principal.user_id:
+        if session is None or not _owns(who, session, who.crn):
             raise HttpError(404, f"Session not found: {session_id}", "1217")
         return session
 
@@ -668,3 +675,13 @@ def add_routes(router: Router, rt: LocalRuntime) -> None:
     router.add("runtime", "DELETE", "/sessions/{session_id}/close", close_session)
     router.add("runtime", "GET", "/instances/usage", usage)
     router.add("runtime", "GET", "/instance", qctrl_instance)
+
+
+def _owns(who: Any, session: session_states.SessionRecord, instance: str | None) -> bool:
+    """A session is visible to its user within its instance only, as jobs are: a cloud call
+    names its instance (CRN); an ibm_quantum call sees its hub/group/projects."""
+    if session.user_id != who.principal.user_id:
+        return False
+    if who.crn is not None:
+        return session.instance == who.crn
+    return session.instance in (instance, *who.hgps) if instance else session.instance in who.hgps

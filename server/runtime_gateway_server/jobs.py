@@ -41,6 +41,7 @@ MAX_PAGE_SIZE = 1000
 # IBM pages with offsets; far beyond any account's job count, and bounded so a caller
 # cannot make the gateway walk an unbounded offset.
 MAX_SKIP = 1_000_000
+MAX_SESSION_SECONDS = 8 * 3600  # IBM's longest session (max_ttl)
 DEFAULT_PAGE_SIZE = 10
 STATES = {"QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"}
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -275,8 +276,10 @@ class JobOperations:
             )
         if request.max_execution_time < 0:
             raise invalid_argument("max_execution_time", "must not be negative")
-        if request.session_time < 0:
-            raise invalid_argument("session_time", "must not be negative")
+        if not 0 <= request.session_time <= MAX_SESSION_SECONDS:
+            raise invalid_argument(
+                "session_time", f"must be between 0 and {MAX_SESSION_SECONDS} (IBM's 8 hours)"
+            )
         if request.image and not IMAGE_PATTERN.match(request.image):
             raise invalid_argument("image", "must be in the form name:tag")
         if any(not isinstance(t, str) or not t for t in request.tags):
@@ -580,15 +583,17 @@ def check_inputs(text: str) -> None:
 
 def _refused_inputs(reply: Reply) -> GatewayError:
     """IBM's 400 to a submission the gateway already checked is about what only IBM checks:
-    the program inputs (IBM says `params`; the caller sent `inputs_json`), or the maximum
-    execution time. Named so, with a BadRequest, so clients can point at the field."""
+    the program inputs (IBM says `params`; the caller sent `inputs_json`), the maximum
+    execution time, or the job's fit with its session. Named so, with a BadRequest, so
+    clients can point at the field."""
     message = reply.upstream_message()
     lowered = message.lower()
-    field = (
-        "max_execution_time"
-        if "execution time" in lowered or "cost" in lowered
-        else ("inputs_json")
-    )
+    if "session" in lowered:
+        field = "session_id"
+    elif "execution time" in lowered or "cost" in lowered:
+        field = "max_execution_time"
+    else:
+        field = "inputs_json"
     return GatewayError(
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_ARGUMENT",

@@ -444,3 +444,36 @@ def test_sessions_survive_a_restart_with_a_data_dir(tmp_path: Path) -> None:
         second.stop()
     assert again["mode"] == "batch" and again["max_ttl"] == 300
     assert again["state"] == "closed" and again["accepting_jobs"] is False
+
+
+def test_a_session_belongs_to_its_instance_and_its_backend(
+    gateway: GatewayClient, stub: sessions_pb2_grpc.SessionServiceStub
+) -> None:
+    """As jobs: another instance of the same user cannot see, close or join a session; a job
+    for another backend cannot join it; a job-started session is bounded like max_ttl."""
+    mine, other = gateway.cloud(), gateway.cloud(instance=gateway.upstream.crn_eu)
+    session = _create(stub, mine)
+    for call in (stub.GetSession, stub.CloseSession, stub.CancelSession):
+        request_type = {
+            stub.GetSession: sessions_pb2.GetSessionRequest,
+            stub.CloseSession: sessions_pb2.CloseSessionRequest,
+            stub.CancelSession: sessions_pb2.CancelSessionRequest,
+        }[call]
+        with pytest.raises(grpc.RpcError) as failure:
+            call(request_type(session_id=session.id), metadata=other, timeout=30)
+        assert _status_of(failure.value)[:2] == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")
+    with pytest.raises(grpc.RpcError) as failure:
+        _run(gateway, other, session.id)
+    assert _status_of(failure.value)[:2] == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")
+    with pytest.raises(grpc.RpcError) as failure:
+        _run(gateway, mine, session.id, backend="ibmq_qasm_simulator")
+    assert _status_of(failure.value) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        "session_id",
+    )
+    assert _get(stub, mine, session.id).accepting_jobs  # untouched by the other instance
+    stub.CancelSession(sessions_pb2.CancelSessionRequest(session_id=session.id), metadata=mine)
+    with pytest.raises(grpc.RpcError) as failure:
+        _run(gateway, mine, start_session=True, session_time=2_147_483_647)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
