@@ -68,7 +68,8 @@ def check_id(field: str, value: str, *, required: bool = True, maximum: int = MA
     if not _ID.fullmatch(value):
         raise invalid_argument(
             field,
-            f"must contain only letters, digits, '_', '-' and '.', got {excerpt(value)}",
+            "must start with a letter or digit and contain only letters, digits, '_', '-' "
+            f"and '.', got {excerpt(value)}",
         )
     return value
 

@@ -504,9 +504,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def GetJobResult(self, request, context):
         def work(creds: CallCredentials, deadline: Deadline) -> jobs_pb2.GetJobResultResponse:
+            options = request.result_options
+            if (options.counts or options.int_counts) and not options.typed:
+                raise invalid_argument(
+                    "result_options.typed", "must be set for counts or int_counts"
+                )
             text = self.g.jobs.result(self.g.client(creds), request.job_id, deadline)
             response = jobs_pb2.GetJobResultResponse(result_json=text)
-            options = request.result_options
             if options.typed:
                 response.typed_result.CopyFrom(
                     results.decode(text, counts=options.counts, int_counts=options.int_counts)

@@ -154,7 +154,9 @@ def _raise_for_session(reply: Reply, session_id: str) -> None:
         return
     if reply.status == 404:
         raise GatewayError(
-            grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND", f"Session not found: {session_id}"
+            grpc.StatusCode.NOT_FOUND,
+            "SESSION_NOT_FOUND",
+            f"Session not found: {excerpt(session_id)}",
         )
     raise error_from_reply(reply, conflict=(grpc.StatusCode.FAILED_PRECONDITION, "SESSION_CLOSED"))
 
