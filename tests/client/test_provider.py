@@ -372,3 +372,27 @@ def test_modes_and_errors_import_no_qiskit() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_failed_job_is_a_qiskit_job_error(service) -> None:
+    """A job that passes submission but cannot run (entangled across every cut and not
+    Clifford, on 32 qubits: no simulation method fits the memory bound) fails as IBM fails it;
+    its result() raises the SDK's RuntimeJobFailureError, which is also Qiskit's JobError."""
+    import qiskit.providers
+    import qiskit_ibm_runtime.exceptions
+    from qiskit import qasm3
+
+    qubits = 32
+    chain = " ".join(f"cx q[{i}], q[{i + 1}];" for i in range(qubits - 1))
+    turns = " ".join(f"rx(0.3) q[{i}];" for i in range(qubits))
+    rainbow = " ".join(f"cx q[{i}], q[{qubits - 1 - i}];" for i in range(qubits // 2))
+    circuit = qasm3.loads(
+        f'OPENQASM 3.0; include "stdgates.inc"; qubit[{qubits}] q; bit[{qubits}] c; '
+        f"h q[0]; {chain} {turns} {rainbow} c = measure q;"
+    )
+    job = service.run("sampler", {"pubs": [(circuit, None, 10)], "version": 2},
+                      options={"backend": "ibmq_qasm_simulator"})  # fmt: skip
+    with pytest.raises(qiskit.providers.JobError) as failure:
+        job.result(timeout=120)
+    assert isinstance(failure.value, qiskit_ibm_runtime.exceptions.RuntimeJobFailureError)
+    assert job.status() == "ERROR"
