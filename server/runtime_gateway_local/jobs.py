@@ -12,10 +12,9 @@ import json
 import os
 import secrets
 import string
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import structlog
 
 from runtime_gateway_local.execution import JobAborted, JobFailure
+from runtime_gateway_local.records import load_records, save_record
 
 log = structlog.get_logger("runtime_gateway_local.jobs")
 
@@ -88,13 +88,7 @@ class JobStore:
         self._jobs: dict[str, JobRecord] = {}
         self._dir = Path(data_dir, "jobs") if data_dir else None
         if self._dir is not None:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            for path in sorted(self._dir.glob("*.json")):
-                try:
-                    record = JobRecord(**json.loads(path.read_text()))
-                except (OSError, ValueError, TypeError) as error:
-                    log.warning("job_file_unreadable", path=str(path), error=str(error))
-                    continue
+            for record in load_records(self._dir, JobRecord, "job"):
                 self._jobs[record.id] = record
 
     def add(self, record: JobRecord) -> None:
@@ -131,16 +125,8 @@ class JobStore:
         return iter(self.all())
 
     def _save(self, record: JobRecord) -> None:
-        if self._dir is None:
-            return
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{record.id}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(record), handle)
-            os.replace(tmp, self._dir / f"{record.id}.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if self._dir is not None:
+            save_record(self._dir, record.id, record)
 
 
 # (record, runner thread index, aborted) -> (result, seconds, log lines). `aborted()` turns

@@ -16,9 +16,7 @@ Times are wall-clock ISO strings, so a restart with `--data-dir` keeps counting.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +36,7 @@ from runtime_gateway_local.jobs import (
     now_iso,
     utc_timestamp,
 )
+from runtime_gateway_local.records import load_records, save_record
 
 log = structlog.get_logger("runtime_gateway_local.sessions")
 
@@ -125,13 +124,7 @@ class SessionStore:
         self._sessions: dict[str, SessionRecord] = {}
         self._dir = Path(data_dir, "sessions") if data_dir else None
         if self._dir is not None:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            for path in sorted(self._dir.glob("*.json")):
-                try:
-                    record = SessionRecord(**json.loads(path.read_text()))
-                except (OSError, ValueError, TypeError) as error:
-                    log.warning("session_file_unreadable", path=str(path), error=str(error))
-                    continue
+            for record in load_records(self._dir, SessionRecord, "session"):
                 self._sessions[record.id] = record
 
     def create(
@@ -266,13 +259,5 @@ class SessionStore:
         return min(float(record.max_ttl), _seconds_between(record.activated_at, end))
 
     def _save(self, record: SessionRecord) -> None:
-        if self._dir is None:
-            return
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{record.id}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(record), handle)
-            os.replace(tmp, self._dir / f"{record.id}.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if self._dir is not None:
+            save_record(self._dir, record.id, record)
