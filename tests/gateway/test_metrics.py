@@ -90,21 +90,26 @@ def test_a_scripted_session_shows_in_the_counters(metered: GatewayClient) -> Non
     assert value(before, "runtime_gateway_watched_jobs") == 0
     assert value(before, "runtime_gateway_request_ids_total", outcome="new") == 1
     assert value(before, "runtime_gateway_request_ids_total", outcome="replayed") == 1
-    # A job, watched over a stream until it ends; the gauges are read while it is open.
-    job = metered.jobs.RunJob(
-        jobs_pb2.RunJobRequest(
-            program_id="sampler", backend="ibmq_qasm_simulator", inputs_json=bell_inputs()
-        ),
-        metadata=md,
-        timeout=60,
-    ).job
-    during: dict = {}
-    stream = metered.jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), metadata=md, timeout=60)
-    updates = []
-    for update in stream:
-        updates.append(update)
-        if not during:
-            during = scrape(address)
+    # A job, watched over a stream until it ends; the gauges are read while it is open (the
+    # queue is held until then, or a fast simulator job could end before the first read).
+    metered.upstream.admin("POST", "/queue/pause")
+    try:
+        job = metered.jobs.RunJob(
+            jobs_pb2.RunJobRequest(
+                program_id="sampler", backend="ibmq_qasm_simulator", inputs_json=bell_inputs()
+            ),
+            metadata=md,
+            timeout=60,
+        ).job
+        during: dict = {}
+        stream = metered.jobs.WatchJob(
+            jobs_pb2.WatchJobRequest(job_id=job.id), metadata=md, timeout=60
+        )
+        updates = [next(stream)]
+        during = scrape(address)
+    finally:
+        metered.upstream.admin("POST", "/queue/resume")
+    updates += list(stream)
     assert updates and updates[-1].update.state.job.state == jobs_pb2.JOB_STATE_COMPLETED
     assert value(during, "runtime_gateway_watched_jobs") == 1
     assert value(during, "runtime_gateway_open_streams", grpc_method="WatchJob") == 1
