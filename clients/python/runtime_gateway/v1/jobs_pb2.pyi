@@ -248,16 +248,18 @@ class UpdateJobTagsResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
-    __slots__ = ("job_id", "include_result", "include_interim", "resume_after_revision")
+    __slots__ = ("job_id", "include_result", "include_interim", "resume_after_revision", "resume_epoch")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_RESULT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_INTERIM_FIELD_NUMBER: _ClassVar[int]
     RESUME_AFTER_REVISION_FIELD_NUMBER: _ClassVar[int]
+    RESUME_EPOCH_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     include_result: bool
     include_interim: bool
     resume_after_revision: int
-    def __init__(self, job_id: _Optional[str] = ..., include_result: _Optional[bool] = ..., include_interim: _Optional[bool] = ..., resume_after_revision: _Optional[int] = ...) -> None: ...
+    resume_epoch: str
+    def __init__(self, job_id: _Optional[str] = ..., include_result: _Optional[bool] = ..., include_interim: _Optional[bool] = ..., resume_after_revision: _Optional[int] = ..., resume_epoch: _Optional[str] = ...) -> None: ...
 
 class WatchJobResponse(_message.Message):
     __slots__ = ("update",)
@@ -266,7 +268,7 @@ class WatchJobResponse(_message.Message):
     def __init__(self, update: _Optional[_Union[JobUpdate, _Mapping]] = ...) -> None: ...
 
 class WatchJobsRequest(_message.Message):
-    __slots__ = ("job_ids", "tags", "session_id", "backend", "include_result", "resume_after_revisions")
+    __slots__ = ("job_ids", "tags", "session_id", "backend", "include_result", "resume_after_revisions", "resume_epochs")
     class ResumeAfterRevisionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -274,19 +276,28 @@ class WatchJobsRequest(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ResumeEpochsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_RESULT_FIELD_NUMBER: _ClassVar[int]
     RESUME_AFTER_REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     job_ids: _containers.RepeatedScalarFieldContainer[str]
     tags: _containers.RepeatedScalarFieldContainer[str]
     session_id: str
     backend: str
     include_result: bool
     resume_after_revisions: _containers.ScalarMap[str, int]
-    def __init__(self, job_ids: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., backend: _Optional[str] = ..., include_result: _Optional[bool] = ..., resume_after_revisions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    resume_epochs: _containers.ScalarMap[str, str]
+    def __init__(self, job_ids: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., backend: _Optional[str] = ..., include_result: _Optional[bool] = ..., resume_after_revisions: _Optional[_Mapping[str, int]] = ..., resume_epochs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class WatchJobsResponse(_message.Message):
     __slots__ = ("update",)
@@ -295,7 +306,7 @@ class WatchJobsResponse(_message.Message):
     def __init__(self, update: _Optional[_Union[JobUpdate, _Mapping]] = ...) -> None: ...
 
 class JobUpdate(_message.Message):
-    __slots__ = ("job_id", "revision", "observe_time", "state", "interim_result", "log", "heartbeat", "error")
+    __slots__ = ("job_id", "revision", "observe_time", "state", "interim_result", "log", "heartbeat", "error", "epoch", "reset")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     OBSERVE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +315,8 @@ class JobUpdate(_message.Message):
     LOG_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     revision: int
     observe_time: _timestamp_pb2.Timestamp
@@ -312,7 +325,9 @@ class JobUpdate(_message.Message):
     log: JobLogChunk
     heartbeat: JobHeartbeat
     error: JobStreamError
-    def __init__(self, job_id: _Optional[str] = ..., revision: _Optional[int] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobStateUpdate, _Mapping]] = ..., interim_result: _Optional[_Union[JobInterimResult, _Mapping]] = ..., log: _Optional[_Union[JobLogChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[JobHeartbeat, _Mapping]] = ..., error: _Optional[_Union[JobStreamError, _Mapping]] = ...) -> None: ...
+    epoch: str
+    reset: bool
+    def __init__(self, job_id: _Optional[str] = ..., revision: _Optional[int] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobStateUpdate, _Mapping]] = ..., interim_result: _Optional[_Union[JobInterimResult, _Mapping]] = ..., log: _Optional[_Union[JobLogChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[JobHeartbeat, _Mapping]] = ..., error: _Optional[_Union[JobStreamError, _Mapping]] = ..., epoch: _Optional[str] = ..., reset: _Optional[bool] = ...) -> None: ...
 
 class JobStateUpdate(_message.Message):
     __slots__ = ("job", "terminal", "result_json", "typed_result")

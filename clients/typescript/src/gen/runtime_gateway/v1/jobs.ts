@@ -402,9 +402,15 @@ export interface WatchJobRequest {
   /**
    * Resume after this revision (the last one the client received); 0 starts afresh.
    * Only later updates are sent; if the gateway no longer keeps them, the current state
-   * is sent instead.
+   * is sent instead, marked `reset` (see `JobUpdate.epoch` for the whole rule).
    */
   resumeAfterRevision: number;
+  /**
+   * The `epoch` of the update that carried `resume_after_revision`. Revisions are
+   * comparable only within one epoch: when it differs from the job's current epoch, the
+   * stream starts with the current state marked `reset`. Empty: the current epoch.
+   */
+  resumeEpoch: string;
 }
 
 /** One update on a WatchJob stream. */
@@ -430,11 +436,22 @@ export interface WatchJobsRequest {
   includeResult: boolean;
   /** Resume: per job id, the last revision the client received. */
   resumeAfterRevisions: { [key: string]: number };
+  /**
+   * Resume: per job id, the `epoch` of the update that carried the revision in
+   * `resume_after_revisions` (see `JobUpdate.epoch`). A job missing here resumes in its
+   * current epoch.
+   */
+  resumeEpochs: { [key: string]: string };
 }
 
 export interface WatchJobsRequest_ResumeAfterRevisionsEntry {
   key: string;
   value: number;
+}
+
+export interface WatchJobsRequest_ResumeEpochsEntry {
+  key: string;
+  value: string;
 }
 
 /** One update on a WatchJobs stream. */
@@ -476,7 +493,28 @@ export interface JobUpdate {
    * An error about this job that does not end the stream (for example a WatchJobs
    * stream losing access to one job).
    */
-  error?: JobStreamError | undefined;
+  error?:
+    | JobStreamError
+    | undefined;
+  /**
+   * The epoch of the job's update history; empty on a heartbeat of a WatchJobs stream.
+   *
+   * Resuming: a client that reconnects (to any replica of a fleet) sends the `epoch` and
+   * `revision` of the last update it received. Within one epoch revisions increase by one
+   * per update, so when the epoch matches and the history still holds the next revision,
+   * the stream sends exactly the updates missed, none twice. When the epoch differs (the
+   * history was lost: a gateway without shared state restarted, or its Redis lost the
+   * data) or the missed updates were trimmed from the bounded history, the stream sends
+   * the job's current state once, with `reset` set: the client must treat it as a fresh
+   * snapshot, not as a next step (it may repeat a state, including a terminal one, the
+   * client already saw). Without either, no update is ever repeated or skipped silently.
+   */
+  epoch: string;
+  /**
+   * This update restarts the job's history for this client: the current state, sent
+   * because the updates after the client's resume point are no longer known (see `epoch`).
+   */
+  reset: boolean;
 }
 
 /** A job's state on a stream. */
@@ -2844,7 +2882,7 @@ export const UpdateJobTagsResponse: MessageFns<UpdateJobTagsResponse> = {
 };
 
 function createBaseWatchJobRequest(): WatchJobRequest {
-  return { jobId: "", includeResult: false, includeInterim: false, resumeAfterRevision: 0 };
+  return { jobId: "", includeResult: false, includeInterim: false, resumeAfterRevision: 0, resumeEpoch: "" };
 }
 
 export const WatchJobRequest: MessageFns<WatchJobRequest> = {
@@ -2860,6 +2898,9 @@ export const WatchJobRequest: MessageFns<WatchJobRequest> = {
     }
     if (message.resumeAfterRevision !== 0) {
       writer.uint32(32).int64(message.resumeAfterRevision);
+    }
+    if (message.resumeEpoch !== "") {
+      writer.uint32(42).string(message.resumeEpoch);
     }
     return writer;
   },
@@ -2909,6 +2950,14 @@ export const WatchJobRequest: MessageFns<WatchJobRequest> = {
             message.resumeAfterRevision = longToNumber(reader.int64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.resumeEpoch = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2943,6 +2992,11 @@ export const WatchJobRequest: MessageFns<WatchJobRequest> = {
         : isSet(object.resume_after_revision)
         ? globalThis.Number(object.resume_after_revision)
         : 0,
+      resumeEpoch: isSet(object.resumeEpoch)
+        ? globalThis.String(object.resumeEpoch)
+        : isSet(object.resume_epoch)
+        ? globalThis.String(object.resume_epoch)
+        : "",
     };
   },
 
@@ -2960,6 +3014,9 @@ export const WatchJobRequest: MessageFns<WatchJobRequest> = {
     if (message.resumeAfterRevision !== 0) {
       obj.resumeAfterRevision = Math.round(message.resumeAfterRevision);
     }
+    if (message.resumeEpoch !== "") {
+      obj.resumeEpoch = message.resumeEpoch;
+    }
     return obj;
   },
 
@@ -2972,6 +3029,7 @@ export const WatchJobRequest: MessageFns<WatchJobRequest> = {
     message.includeResult = object.includeResult ?? false;
     message.includeInterim = object.includeInterim ?? false;
     message.resumeAfterRevision = object.resumeAfterRevision ?? 0;
+    message.resumeEpoch = object.resumeEpoch ?? "";
     return message;
   },
 };
@@ -3046,7 +3104,15 @@ export const WatchJobResponse: MessageFns<WatchJobResponse> = {
 };
 
 function createBaseWatchJobsRequest(): WatchJobsRequest {
-  return { jobIds: [], tags: [], sessionId: "", backend: "", includeResult: false, resumeAfterRevisions: {} };
+  return {
+    jobIds: [],
+    tags: [],
+    sessionId: "",
+    backend: "",
+    includeResult: false,
+    resumeAfterRevisions: {},
+    resumeEpochs: {},
+  };
 }
 
 export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
@@ -3068,6 +3134,9 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
     }
     globalThis.Object.entries(message.resumeAfterRevisions).forEach(([key, value]: [string, number]) => {
       WatchJobsRequest_ResumeAfterRevisionsEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
+    globalThis.Object.entries(message.resumeEpochs).forEach(([key, value]: [string, string]) => {
+      WatchJobsRequest_ResumeEpochsEntry.encode({ key: key as any, value }, writer.uint32(58).fork()).join();
     });
     return writer;
   },
@@ -3136,6 +3205,17 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
             }
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            const entry7 = WatchJobsRequest_ResumeEpochsEntry.decode(reader, reader.uint32());
+            if (entry7.value !== undefined) {
+              message.resumeEpochs[entry7.key] = entry7.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3194,6 +3274,33 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
           {},
         )
         : {},
+      resumeEpochs: isObject(object.resumeEpochs)
+        ? (globalThis.Object.entries(object.resumeEpochs) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.resume_epochs)
+        ? (globalThis.Object.entries(object.resume_epochs) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -3223,6 +3330,15 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
         });
       }
     }
+    if (message.resumeEpochs) {
+      const entries = globalThis.Object.entries(message.resumeEpochs) as [string, string][];
+      if (entries.length > 0) {
+        obj.resumeEpochs = {};
+        entries.forEach(([k, v]) => {
+          obj.resumeEpochs[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -3243,6 +3359,15 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
         }
         return acc;
       }, {});
+    message.resumeEpochs = (globalThis.Object.entries(object.resumeEpochs ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
     return message;
   },
 };
@@ -3336,6 +3461,95 @@ export const WatchJobsRequest_ResumeAfterRevisionsEntry: MessageFns<WatchJobsReq
   },
 };
 
+function createBaseWatchJobsRequest_ResumeEpochsEntry(): WatchJobsRequest_ResumeEpochsEntry {
+  return { key: "", value: "" };
+}
+
+export const WatchJobsRequest_ResumeEpochsEntry: MessageFns<WatchJobsRequest_ResumeEpochsEntry> = {
+  encode(message: WatchJobsRequest_ResumeEpochsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchJobsRequest_ResumeEpochsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchJobsRequest_ResumeEpochsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchJobsRequest_ResumeEpochsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: WatchJobsRequest_ResumeEpochsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WatchJobsRequest_ResumeEpochsEntry>, I>>(
+    base?: I,
+  ): WatchJobsRequest_ResumeEpochsEntry {
+    return WatchJobsRequest_ResumeEpochsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchJobsRequest_ResumeEpochsEntry>, I>>(
+    object: I,
+  ): WatchJobsRequest_ResumeEpochsEntry {
+    const message = createBaseWatchJobsRequest_ResumeEpochsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
 function createBaseWatchJobsResponse(): WatchJobsResponse {
   return { update: undefined };
 }
@@ -3415,6 +3629,8 @@ function createBaseJobUpdate(): JobUpdate {
     log: undefined,
     heartbeat: undefined,
     error: undefined,
+    epoch: "",
+    reset: false,
   };
 }
 
@@ -3443,6 +3659,12 @@ export const JobUpdate: MessageFns<JobUpdate> = {
     }
     if (message.error !== undefined) {
       JobStreamError.encode(message.error, writer.uint32(66).fork()).join();
+    }
+    if (message.epoch !== "") {
+      writer.uint32(74).string(message.epoch);
+    }
+    if (message.reset !== false) {
+      writer.uint32(80).bool(message.reset);
     }
     return writer;
   },
@@ -3524,6 +3746,22 @@ export const JobUpdate: MessageFns<JobUpdate> = {
             message.error = JobStreamError.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.epoch = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.reset = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3558,6 +3796,8 @@ export const JobUpdate: MessageFns<JobUpdate> = {
       log: isSet(object.log) ? JobLogChunk.fromJSON(object.log) : undefined,
       heartbeat: isSet(object.heartbeat) ? JobHeartbeat.fromJSON(object.heartbeat) : undefined,
       error: isSet(object.error) ? JobStreamError.fromJSON(object.error) : undefined,
+      epoch: isSet(object.epoch) ? globalThis.String(object.epoch) : "",
+      reset: isSet(object.reset) ? globalThis.Boolean(object.reset) : false,
     };
   },
 
@@ -3587,6 +3827,12 @@ export const JobUpdate: MessageFns<JobUpdate> = {
     if (message.error !== undefined) {
       obj.error = JobStreamError.toJSON(message.error);
     }
+    if (message.epoch !== "") {
+      obj.epoch = message.epoch;
+    }
+    if (message.reset !== false) {
+      obj.reset = message.reset;
+    }
     return obj;
   },
 
@@ -3613,6 +3859,8 @@ export const JobUpdate: MessageFns<JobUpdate> = {
     message.error = (object.error !== undefined && object.error !== null)
       ? JobStreamError.fromPartial(object.error)
       : undefined;
+    message.epoch = object.epoch ?? "";
+    message.reset = object.reset ?? false;
     return message;
   },
 };
