@@ -245,6 +245,8 @@ def job_update(update: Any, instance: str = "") -> jobs_pb2.JobUpdate:
         job_id=update.job_id,
         revision=update.revision,
         observe_time=timestamp(datetime.fromtimestamp(update.observed, UTC)),
+        epoch=update.epoch,
+        reset=update.reset,
     )
     if update.kind == "state":
         state = job(update.job or {})

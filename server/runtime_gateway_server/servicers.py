@@ -44,6 +44,7 @@ from runtime_gateway_server.idempotency import Admission
 from runtime_gateway_server.jobs import JobOperations, ListRequest, RunRequest
 from runtime_gateway_server.metrics import HEARTBEATS, OPEN_STREAMS, UPDATES_DELIVERED
 from runtime_gateway_server.paging import PageTokens
+from runtime_gateway_server.redis_link import RedisLink
 from runtime_gateway_server.upstream import Deadline
 from runtime_gateway_server.watch import (
     Subscriber,
@@ -81,6 +82,8 @@ class Gateway:
     _resolved: TTLCache[Account] = field(
         default_factory=lambda: TTLCache(300.0, max_entries=10_000, name="accounts")
     )
+    # The fleet's Redis (`serve --redis-url`), or None: one gateway's state stays in-process.
+    redis: RedisLink | None = None
 
     def resolve(self, creds: CallCredentials) -> Account:
         """The call's account; resolutions that depend on the metadata alone are memoized
@@ -552,10 +555,12 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def WatchJob(self, request, context):
         def check() -> None:
-            check_watch_job(request.job_id, request.resume_after_revision)
+            check_watch_job(request.job_id, request.resume_after_revision, request.resume_epoch)
 
         async def subscribe(client: AccountClient, sub: Subscriber) -> None:
-            await self.g.watch.subscribe(client, request.job_id, sub, request.resume_after_revision)
+            await self.g.watch.subscribe(
+                client, request.job_id, sub, request.resume_after_revision, request.resume_epoch
+            )
 
         sub = Subscriber(request.include_result, request.include_interim, single_job=True)
         async for response in self.g.stream(
@@ -580,13 +585,16 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         def check() -> None:
             check_watch_jobs(
                 list(request.job_ids), list(request.tags), request.session_id, request.backend,
-                dict(request.resume_after_revisions),
+                dict(request.resume_after_revisions), dict(request.resume_epochs),
             )  # fmt: skip
 
         async def subscribe(client: AccountClient, sub: Subscriber) -> None:
             resume = dict(request.resume_after_revisions)
+            epochs = dict(request.resume_epochs)
             for job_id in dict.fromkeys(request.job_ids):
-                await self.g.watch.subscribe(client, job_id, sub, resume.get(job_id, 0))
+                await self.g.watch.subscribe(
+                    client, job_id, sub, resume.get(job_id, 0), epochs.get(job_id, "")
+                )
             if filtered:
                 started = datetime.now(_UTC) - timedelta(seconds=2)
 
@@ -601,7 +609,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                     return self.g.jobs.list(c, query, deadline).jobs
 
                 self.g.watch.spawn(
-                    self.g.watch.discover(client, sub, candidates, resume, filter_field), owner=sub
+                    self.g.watch.discover(client, sub, candidates, resume, filter_field, epochs),
+                    owner=sub,
                 )
 
         sub = Subscriber(request.include_result, False, single_job=False)

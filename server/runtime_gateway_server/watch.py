@@ -23,12 +23,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -50,6 +52,12 @@ from runtime_gateway_server.metrics import (
     WATCHED_JOBS,
 )
 from runtime_gateway_server.upstream import Deadline
+from runtime_gateway_server.watch_fleet import (
+    Entry,
+    FleetUnavailable,
+    FleetWatch,
+    new_epoch,
+)
 
 log = structlog.get_logger("runtime_gateway_server.watch")
 
@@ -82,16 +90,33 @@ TRANSIENT = frozenset(
 ACCESS_LOST = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
 
-def check_watch_job(job_id: str, resume_after_revision: int) -> None:
+# Epochs are the gateway's own tokens (hex, or 'l' + hex for a replica's private history).
+_EPOCH = re.compile(r"l?[0-9a-f]{1,64}")
+
+
+def check_epoch(field_name: str, epoch: str) -> None:
+    if epoch and not _EPOCH.fullmatch(epoch):
+        raise invalid_argument(
+            field_name, f"{excerpt(epoch)} is not an epoch this gateway sent (JobUpdate.epoch)"
+        )
+
+
+def check_watch_job(job_id: str, resume_after_revision: int, resume_epoch: str = "") -> None:
     """WatchJob's request, refused (INVALID_ARGUMENT naming the field) before any upstream
     call: the job id goes into IBM's URL path."""
     check_id("job_id", job_id)
     if resume_after_revision < 0:
         raise invalid_argument("resume_after_revision", "must not be negative")
+    check_epoch("resume_epoch", resume_epoch)
 
 
 def check_watch_jobs(
-    job_ids: list[str], tags: list[str], session_id: str, backend: str, resume: dict[str, int]
+    job_ids: list[str],
+    tags: list[str],
+    session_id: str,
+    backend: str,
+    resume: dict[str, int],
+    epochs: dict[str, str] | None = None,
 ) -> None:
     """WatchJobs' request, refused (INVALID_ARGUMENT naming the field) before any upstream
     call: at most MAX_JOB_IDS ids in IBM's alphabet, bounded tags, a session id and backend
@@ -125,6 +150,19 @@ def check_watch_jobs(
             )
         if revision < 0:
             raise invalid_argument("resume_after_revisions", "must not be negative")
+    epochs = epochs or {}
+    if len(epochs) > MAX_JOB_IDS:
+        raise invalid_argument(
+            "resume_epochs", f"has {len(epochs)} entries; at most {MAX_JOB_IDS} are allowed"
+        )
+    for job_id, epoch in epochs.items():
+        check_id("resume_epochs", job_id)
+        if job_id not in resume:
+            raise invalid_argument(
+                "resume_epochs",
+                f"names job {excerpt(job_id)}, which is not in resume_after_revisions",
+            )
+        check_epoch("resume_epochs", epoch)
 
 
 @dataclass
@@ -138,26 +176,53 @@ class Update:
     result_json: str = ""
     text: str = ""
     reason: str = ""
+    epoch: str = ""  # the history this revision belongs to (see JobUpdate.epoch)
+    reset: bool = False  # set on a subscriber's copy: the history restarts here for it
     # Response messages built from this update, shared by every subscriber (and by the
     # copies made without the result: the key says whether the result is in it).
     responses: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    def to_data(self) -> dict[str, Any]:
+        """The update as a fleet history entry stores it (no result: followers read it)."""
+        return {
+            "k": self.kind, "o": self.observed, "j": self.job, "t": self.terminal,
+            "x": self.text, "r": self.reason,
+        }  # fmt: skip
 
-_HEARTBEATS: dict[tuple[str, int, int], Update] = {}
+    @classmethod
+    def from_entry(cls, job_id: str, entry: Entry) -> Update:
+        data = entry.data
+        return cls(
+            job_id, entry.revision, str(data.get("k") or "state"),
+            observed=float(data.get("o") or time.time()), job=data.get("j"),
+            terminal=bool(data.get("t")), text=str(data.get("x") or ""),
+            reason=str(data.get("r") or ""), epoch=entry.epoch,
+        )  # fmt: skip
 
 
-def heartbeat_update(job_id: str, revision: int) -> Update:
+_HEARTBEATS: dict[tuple[str, int, str, int], Update] = {}
+
+
+def heartbeat_update(job_id: str, revision: int, epoch: str = "") -> Update:
     """A heartbeat repeating the latest revision; one object per job, revision and second,
     so idle streams share one message instead of building one each."""
     now = int(time.time())
-    key = (job_id, revision, now)
+    key = (job_id, revision, epoch, now)
     found = _HEARTBEATS.get(key)
     if found is None:
         oldest = next(iter(_HEARTBEATS), None)
-        if len(_HEARTBEATS) >= 100_000 or (oldest is not None and oldest[2] != now):
+        if len(_HEARTBEATS) >= 100_000 or (oldest is not None and oldest[3] != now):
             _HEARTBEATS.clear()  # keep only the current second (and at most 100k of it)
-        found = _HEARTBEATS[key] = Update(job_id, revision, "heartbeat", observed=float(now))
+        found = _HEARTBEATS[key] = Update(
+            job_id, revision, "heartbeat", observed=float(now), epoch=epoch
+        )
     return found
+
+
+class Limiter(Protocol):
+    """Upstream requests of one account: `acquire` waits until one may be sent."""
+
+    async def acquire(self) -> None: ...
 
 
 class RateLimiter:
@@ -192,6 +257,9 @@ class Subscriber:
         self.want_interim = want_interim
         self.single_job = single_job
         self.sent: dict[str, int] = {}  # job id -> last revision delivered (or resumed from)
+        self.epochs: dict[str, str] = {}  # job id -> epoch of the last update delivered
+        # Jobs whose next state update restarts the history for this stream (`reset`).
+        self.resets: set[str] = set()
         self._pending: list[Update] = []
         self._wake = asyncio.Event()
         self.closed: GatewayError | None = None
@@ -217,6 +285,9 @@ class Subscriber:
             UPDATES_COALESCED.inc(before - len(self._pending))
         if update.kind == "state" and update.terminal and not self.want_result:
             update = Update(**{**update.__dict__, "result_json": ""})
+        if update.kind == "state" and update.job_id in self.resets:
+            self.resets.discard(update.job_id)
+            update = Update(**{**update.__dict__, "reset": True, "responses": {}})
         self._pending.append(update)
         if len(self._pending) > self.MAX_PENDING:  # drop the oldest log or state, never a terminal
             for i, pending in enumerate(self._pending):
@@ -259,14 +330,19 @@ class Subscriber:
                 except TimeoutError:
                     if self.single_job and self.sent:  # "nothing changed up to revision N"
                         job_id, revision = next(iter(self.sent.items()))
-                        yield heartbeat_update(job_id, revision)
+                        yield heartbeat_update(job_id, revision, self.epochs.get(job_id, ""))
                     else:
                         yield heartbeat_update("", 0)
                     continue
                 continue
             update = self._pending.pop(0)
             if update.kind != "heartbeat":
-                self.sent[update.job_id] = max(self.sent.get(update.job_id, 0), update.revision)
+                if update.epoch != self.epochs.get(update.job_id, update.epoch):
+                    self.sent[update.job_id] = update.revision  # the stream moved on to a new epoch
+                else:
+                    self.sent[update.job_id] = max(self.sent.get(update.job_id, 0), update.revision)
+                if update.epoch:
+                    self.epochs[update.job_id] = update.epoch
             yield update
             if update.terminal and self.single_job:
                 return
@@ -277,10 +353,22 @@ class _Memory:
     revision: int
     state_key: tuple[Any, ...]
     snapshot: Update | None
+    epoch: str
+
+
+def _state_key(job: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two observations of a job different updates."""
+    return (state_of(job), (job.get("state") or {}).get("reason"), tuple(job.get("tags") or ()))
 
 
 class JobWatch:
-    """Polls one job and publishes its changes to its subscribers."""
+    """Polls one job and publishes its changes to its subscribers.
+
+    Alone (no fleet) it polls itself. In a fleet (`hub.fleet`) it takes one of three roles,
+    decided again every `check_seconds`: the `leader` (it holds the job's Redis lease, polls
+    and writes each update to the shared history before delivering it), a `follower`
+    (another replica polls; it delivers what the history brings) or `alone` (Redis does not
+    answer: it polls itself, in a private epoch, until Redis is back)."""
 
     def __init__(self, hub: WatchHub, key: tuple[str, str], client: AccountClient) -> None:
         self.hub = hub
@@ -288,10 +376,13 @@ class JobWatch:
         self.job_id = key[1]
         self.clients: dict[str, AccountClient] = {client.account.key: client}
         self.subscribers: set[Subscriber] = set()
-        remembered = hub.memory.get(key)
+        remembered = hub.memory.get(key) if hub.fleet is None else None
         self.revision = remembered.revision if remembered else 0
         self.state_key: tuple[Any, ...] = remembered.state_key if remembered else ()
         self.current: Update | None = remembered.snapshot if remembered else None
+        # A revision sequence this watcher starts afresh gets a new epoch, so a client's
+        # point in an older sequence is never mistaken for one in this one.
+        self.epoch = remembered.epoch if remembered else new_epoch()
         self.history: deque[Update] = deque(maxlen=hub.settings.history)
         if self.current is not None:
             self.history.append(self.current)
@@ -302,18 +393,49 @@ class JobWatch:
         self.done = False
         self.task: asyncio.Task[None] | None = None
         self.unknown_states = 0  # observations in a row of a state IBM has not documented
+        # Fleet: the role, the Redis keys, updates waiting for the shared history, entries
+        # the history brought, subscribers waiting for the first read of the history.
+        fleet = hub.fleet
+        self.role = "" if fleet is None else "new"
+        self.synced = fleet is None
+        self.keys = fleet.keys(key[0], key[1]) if fleet is not None else None
+        self.holder = f"{fleet.replica}:{secrets.token_hex(3)}" if fleet is not None else ""
+        self._outbox: list[Update] = []
+        self._inbox: list[Entry] = []
+        self._arrived = asyncio.Event()
+        self._waiting: dict[Subscriber, tuple[int, str]] = {}
+        self._republish = False  # the next observation goes into a new shared history
+        self._redis_only: set[int] = set()  # revisions written there only (not news here)
+        self.delivered = self.revision  # the last revision delivered to this replica's streams
+        self._final: Update | None = None
 
     # --- subscribers ------------------------------------------------------------------------
-    def attach(self, sub: Subscriber, resume_after: int) -> None:
-        sub.sent[self.job_id] = resume_after
+    def attach(self, sub: Subscriber, resume_after: int, resume_epoch: str = "") -> None:
         sub.watches[self.job_id] = self
         self.subscribers.add(sub)
         self.want_result |= sub.want_result
         self.want_logs |= sub.want_interim
+        if not self.synced:  # the shared history decides, once it has been read
+            sub.sent[self.job_id] = resume_after
+            self._waiting[sub] = (resume_after, resume_epoch)
+            return
+        self._catch_up(sub, resume_after, resume_epoch)
+
+    def _catch_up(self, sub: Subscriber, resume_after: int, resume_epoch: str) -> None:
+        """Sends `sub` what it missed after (resume_epoch, resume_after), per the rule in
+        JobUpdate.epoch: exactly the missed updates, or the current state marked `reset`."""
+        if resume_after and ((resume_epoch and resume_epoch != self.epoch) or self.current is None):
+            resume_after = 0  # a point in a history this watcher does not continue
+            sub.resets.add(self.job_id)
+        sub.sent[self.job_id] = resume_after
         if self.current is None:
             return  # the first observation reaches it
         if self.current.terminal and sub.want_result and self.current.revision > resume_after:
             if state_of(self.current.job or {}) == "COMPLETED" and not self.result_json:
+                if resume_after:
+                    missed = [u for u in self.history if u.revision > resume_after]
+                    if not missed or missed[0].revision != resume_after + 1:
+                        sub.resets.add(self.job_id)
                 self.hub.spawn(self._deliver_with_result(sub), owner=sub)
                 return
         missed = [u for u in self.history if u.revision > resume_after]
@@ -321,14 +443,17 @@ class JobWatch:
             for update in missed:  # exactly what it missed
                 sub.offer(update)
         elif self.current.revision > resume_after or not resume_after:
-            sub.offer(self.current)  # the current state (it missed more than is kept)
+            if resume_after:
+                sub.resets.add(self.job_id)  # it missed more than is kept
+            sub.offer(self.current)
         else:
-            sub.offer(heartbeat_update(self.job_id, self.revision))
+            sub.offer(heartbeat_update(self.job_id, self.revision, self.epoch))
         if self.current.terminal and sub.single_job:
             sub.finished = True
 
     def detach(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        self._waiting.pop(sub, None)
         if sub.watches.get(self.job_id) is self:
             del sub.watches[self.job_id]
         if not self.subscribers and self.task is not None and not self.done:
@@ -336,6 +461,18 @@ class JobWatch:
 
     # --- publishing -------------------------------------------------------------------------
     def _publish(self, update: Update) -> None:
+        if self.role == "leader":
+            self._outbox.append(update)  # delivered once the shared history has it
+            return
+        if self.role == "alone" and not self.epoch.startswith("l"):
+            # Revisions this replica numbers on its own while Redis is away belong to a
+            # private epoch: another replica numbers its own, and a client must not mix them.
+            self.epoch = "l" + new_epoch()
+        self._deliver(update)
+
+    def _deliver(self, update: Update) -> None:
+        update.epoch = self.epoch
+        self.delivered = update.revision
         self.history.append(update)
         for sub in list(self.subscribers):
             sub.offer(update)
@@ -343,12 +480,14 @@ class JobWatch:
     def observe(self, job: dict[str, Any]) -> bool:
         """Records the job's state; publishes it when it changed. True when terminal."""
         state = state_of(job)
-        reason = (job.get("state") or {}).get("reason")
-        key = (state, reason, tuple(job.get("tags") or ()))
+        key = _state_key(job)
         terminal = state in FINAL_STATES
-        if key != self.state_key or self.current is None:
-            if key != self.state_key:
+        if key != self.state_key or self.current is None or self._republish:
+            if key != self.state_key or self._republish:
                 self.revision += 1
+                if self._republish and key == self.state_key:
+                    self._redis_only.add(self.revision)
+                self._republish = False
             self.state_key = key
             raw_state = (job.get("state") or {}).get("status")
             if not state:  # never mistake an undocumented state for "still running"
@@ -364,51 +503,12 @@ class JobWatch:
         return terminal
 
     async def run(self, first: dict[str, Any] | None) -> None:
-        settings = self.hub.settings
-        interval = settings.fast_interval
-        job = first
         WATCHED_JOBS.inc()
         try:
-            while True:
-                if job is None:
-                    job = await self._fetch()
-                    if job is None:  # gone, or every subscriber lost access
-                        if self.subscribers:  # never leave one waiting on heartbeats
-                            self._end(
-                                GatewayError(
-                                    grpc.StatusCode.PERMISSION_DENIED,
-                                    "UPSTREAM_PERMISSION_DENIED",
-                                    f"no subscriber's account may read job {self.job_id} any more",
-                                )
-                            )
-                        return
-                changed_before = self.revision
-                state = state_of(job)
-                self.unknown_states = 0 if state else self.unknown_states + 1
-                if self.unknown_states >= settings.give_up_after:
-                    raw = (job.get("state") or {}).get("status") or job.get("status")
-                    self._end(
-                        GatewayError(
-                            grpc.StatusCode.UNKNOWN,
-                            "UPSTREAM_ERROR",
-                            f"IBM keeps reporting job {self.job_id} in a state the gateway "
-                            f"does not know: {str(raw)[:40]!r}",
-                        )
-                    )
-                    return
-                if state == "COMPLETED" and self.want_result and not job.get("private"):
-                    await self._fetch_result()  # before the terminal update: it carries it
-                terminal = self.observe(job)
-                if self.want_logs and (self.revision != changed_before or terminal):
-                    await self._logs()
-                if terminal:
-                    return
-                if self.revision != changed_before or state_of(job) == "RUNNING":
-                    interval = settings.fast_interval
-                else:  # unchanged in the queue: back off
-                    interval = min(settings.max_interval, interval * 1.5)
-                job = None
-                await asyncio.sleep(interval)
+            if self.hub.fleet is None:
+                await self._poll_until_terminal(first)
+            else:
+                await self._run_in_fleet(first)
         except asyncio.CancelledError:
             pass
         except Exception:  # a bug must not leave the streams open on heartbeats
@@ -423,7 +523,312 @@ class JobWatch:
         finally:
             WATCHED_JOBS.dec()
             self.done = True
+            if self.hub.fleet is not None:
+                self._leave_fleet()
             self.hub.retire(self)
+
+    async def _poll_until_terminal(self, first: dict[str, Any] | None) -> None:
+        interval = self.hub.settings.fast_interval
+        job = first
+        while True:
+            outcome = await self._poll_once(job)
+            if outcome is None:
+                return
+            interval = outcome if outcome > 0 else interval
+            if outcome < 0:
+                return
+            job = None
+            await asyncio.sleep(interval)
+
+    async def _poll_once(self, job: dict[str, Any] | None, interval: float = 0.0) -> float | None:
+        """One observation: None when the watcher ends without a terminal state (gone, no
+        access, unknown states), -1 after a terminal state, else the next poll interval."""
+        settings = self.hub.settings
+        if job is None:
+            job = await self._fetch()
+            if job is None:  # gone, or every subscriber lost access
+                if self.subscribers:  # never leave one waiting on heartbeats
+                    self._end(
+                        GatewayError(
+                            grpc.StatusCode.PERMISSION_DENIED,
+                            "UPSTREAM_PERMISSION_DENIED",
+                            f"no subscriber's account may read job {self.job_id} any more",
+                        )
+                    )
+                return None
+        changed_before = self.revision
+        state = state_of(job)
+        self.unknown_states = 0 if state else self.unknown_states + 1
+        if self.unknown_states >= settings.give_up_after:
+            raw = (job.get("state") or {}).get("status") or job.get("status")
+            self._end(
+                GatewayError(
+                    grpc.StatusCode.UNKNOWN,
+                    "UPSTREAM_ERROR",
+                    f"IBM keeps reporting job {self.job_id} in a state the gateway "
+                    f"does not know: {str(raw)[:40]!r}",
+                )
+            )
+            return None
+        if state == "COMPLETED" and self.want_result and not job.get("private"):
+            await self._fetch_result()  # before the terminal update: it carries it
+        terminal = self.observe(job)
+        if await self._want_logs() and (self.revision != changed_before or terminal):
+            await self._logs()
+        await self._flush()
+        if terminal and self.role in ("", "leader", "alone"):
+            return -1.0
+        if terminal:  # the write was refused: another replica polls, the history will tell
+            return settings.fast_interval
+        if self.revision != changed_before or state_of(job) == "RUNNING":
+            return settings.fast_interval
+        # unchanged in the queue: back off
+        return min(settings.max_interval, max(interval, settings.fast_interval) * 1.5)
+
+    async def _want_logs(self) -> bool:
+        if self.want_logs:
+            return True
+        if self.role != "leader" or self.hub.fleet is None or self.keys is None:
+            return False
+        try:  # a follower's subscriber asked for logs
+            return await self.hub.fleet.logs_wanted(self.keys)
+        except FleetUnavailable:
+            return False
+
+    # --- the fleet ----------------------------------------------------------------------------
+    async def _run_in_fleet(self, first: dict[str, Any] | None) -> None:
+        fleet = self.hub.fleet
+        assert fleet is not None and self.keys is not None
+        check = fleet.settings.check_seconds
+        interval = self.hub.settings.fast_interval
+        next_poll = 0.0
+        while True:
+            try:
+                mine, epoch = await fleet.claim(self.keys, self.holder)
+            except FleetUnavailable:
+                mine, epoch = None, ""
+            if mine is None:
+                self._become_alone()
+            elif mine:
+                if self.role != "leader" or epoch != self.epoch:
+                    await self._become_leader(epoch)
+                    next_poll = 0.0
+            elif self.role != "follower" or epoch != self.epoch:
+                await self._become_follower()
+            if self.role == "follower":
+                if self.want_logs:
+                    try:
+                        await fleet.want_logs(self.keys)
+                    except FleetUnavailable:
+                        pass
+                if await self._follow_for(check):
+                    return  # the leader published the terminal state
+                first = None
+                continue
+            # The leader, or alone: poll when due, and come back to renew the lease.
+            now = time.monotonic()
+            if now >= next_poll:
+                outcome = await self._poll_once(first, interval)
+                first = None
+                if outcome is None or outcome < 0:
+                    return  # ended here (delivered), or with an error streams were told
+                interval = outcome
+                next_poll = time.monotonic() + interval
+            await asyncio.sleep(max(0.0, min(check, next_poll - time.monotonic())))
+
+    async def _flush(self) -> None:
+        """Leader: writes the updates of this round to the shared history, then delivers
+        them here. A lost lease or a revision taken by another writer means another replica
+        polls now: nothing is delivered, and the history brings its updates instead."""
+        fleet = self.hub.fleet
+        if not self._outbox or fleet is None or self.keys is None:
+            return
+        outbox, self._outbox = self._outbox, []
+        for position, update in enumerate(outbox):
+            try:
+                written = await fleet.publish(
+                    self.keys, self.holder, update.revision, update.to_data()
+                )
+            except FleetUnavailable:
+                self.role = "alone"
+                for rest in outbox[position:]:
+                    self._publish(rest)
+                return
+            if not written.ok:
+                log.info("watch_lead_lost", job_id=self.job_id, conflict=written.conflict)
+                self.role = "new"  # the next round follows whoever writes now
+                self.revision = self.delivered  # what was not written was never news here
+                self._redis_only.clear()
+                return
+            self.epoch = written.epoch
+            if update.revision in self._redis_only:
+                self._redis_only.discard(update.revision)
+                self.delivered = update.revision
+                continue  # the same state, for the new history only; these streams have it
+            self._deliver(update)
+
+    def _become_alone(self) -> None:
+        if self.role == "alone":
+            return
+        if self.hub.fleet is not None and self.keys is not None:
+            self.hub.fleet.reader.unfollow(self.keys.history)
+        if not self.synced:
+            self._sync_waiting()
+        self.role = "alone"
+
+    async def _become_leader(self, epoch: str) -> None:
+        fleet = self.hub.fleet
+        assert fleet is not None and self.keys is not None
+        fleet.reader.unfollow(self.keys.history)
+        try:
+            await self._adopt(leading=True)  # whatever the reader has not brought yet
+        except FleetUnavailable:
+            self._become_alone()
+            return
+        self.role = "leader"
+        if not epoch:
+            # No shared history (new, or Redis lost it): the next observation writes the
+            # current state into a new one, even if it has not changed.
+            self._republish = self.current is not None
+
+    async def _become_follower(self) -> None:
+        fleet = self.hub.fleet
+        assert fleet is not None and self.keys is not None
+        try:
+            await self._adopt()
+        except FleetUnavailable:
+            self._become_alone()
+            return
+        self.role = "follower"
+        fleet.reader.follow(self.keys.history, self.delivered, self._on_entry)
+
+    async def _adopt(self, leading: bool = False) -> None:
+        """Reads the shared history and takes it as this watcher's. Updates this watcher's
+        subscribers missed are delivered when they follow on from what it delivered; if
+        they do not (another epoch, or trimmed), the subscribers get the current state
+        marked `reset`.
+
+        Subscribers that arrived before any history existed wait for the first one (a
+        follower) or are answered from this watcher's own numbering (`leading`)."""
+        fleet = self.hub.fleet
+        assert fleet is not None and self.keys is not None
+        epoch, entries, last_state = await fleet.history(self.keys)
+        self._inbox.clear()
+        if not epoch:
+            if leading and not self.synced:
+                self._sync_waiting()
+            return  # nothing shared yet: keep what this watcher knows
+        updates = [Update.from_entry(self.job_id, e) for e in entries if e.epoch == epoch]
+        state = Update.from_entry(self.job_id, last_state) if last_state else None
+        newest = max([u.revision for u in updates] + [state.revision if state else 0])
+        continuous = (
+            self.synced
+            and epoch == self.epoch
+            and (not updates or updates[0].revision <= self.delivered + 1)
+        )
+        if continuous:
+            for update in updates:
+                if update.revision > self.delivered:
+                    self._take(update)
+            self.revision = max(newest, self.delivered)
+            known = self.current.revision if self.current else 0
+            if state is not None and state.revision >= known:
+                self.current = state
+                self.state_key = _state_key(state.job or {})
+            return
+        self.epoch = epoch
+        self.history.clear()
+        self.history.extend(updates)
+        self.revision = self.delivered = newest
+        if state is not None:
+            self.current = state
+            self.state_key = _state_key(state.job or {})
+        if not self.synced:
+            self._sync_waiting()
+            return
+        for sub in list(self.subscribers):  # it cannot know what it missed
+            sub.sent[self.job_id] = 0
+            sub.resets.add(self.job_id)
+            if self.current is not None:
+                sub.offer(self.current)
+
+    def _sync_waiting(self) -> None:
+        self.synced = True
+        waiting, self._waiting = self._waiting, {}
+        for sub, (resume_after, resume_epoch) in waiting.items():
+            if sub in self.subscribers:
+                self._catch_up(sub, resume_after, resume_epoch)
+
+    def _take(self, update: Update) -> None:
+        """An update from the shared history, delivered here as the leader delivered it."""
+        self.revision = max(self.revision, update.revision)
+        self.delivered = update.revision
+        if update.kind == "state":
+            self.current = update
+            self.state_key = _state_key(update.job or {})
+        self.history.append(update)
+        for sub in list(self.subscribers):
+            sub.offer(update)
+
+    def _on_entry(self, entry: Entry) -> None:
+        self._inbox.append(entry)
+        self._arrived.set()
+
+    def _apply_inbox(self) -> bool:
+        """Delivers the entries the reader brought; True after a terminal state. An entry
+        that does not follow on (another epoch, or a gap) makes the watcher read the whole
+        history again (`role` goes back to "new")."""
+        entries, self._inbox = self._inbox, []
+        for entry in entries:
+            if entry.revision <= self.delivered and entry.epoch == self.epoch:
+                continue
+            if entry.epoch != self.epoch or entry.revision != self.delivered + 1:
+                self.role = "new"
+                return False
+            update = Update.from_entry(self.job_id, entry)
+            if update.terminal:
+                self._final = update
+                return True
+            self._take(update)
+        return False
+
+    async def _follow_for(self, seconds: float) -> bool:
+        """Follower: waits up to `seconds` for the history, delivering what it brings.
+        True once the terminal state was delivered (with the result, read here, for
+        subscribers that asked for it)."""
+        if not self._inbox:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), seconds)
+            except TimeoutError:
+                return False
+        if not self._apply_inbox() or self._final is None:
+            return False
+        final = self._final
+        if (
+            state_of(final.job or {}) == "COMPLETED"
+            and self.want_result
+            and not (final.job or {}).get("private")
+        ):
+            await self._fetch_result()
+            final.result_json = self.result_json or ""
+        self._take(final)
+        return True
+
+    def _leave_fleet(self) -> None:
+        fleet = self.hub.fleet
+        if fleet is None or self.keys is None:
+            return
+        fleet.reader.unfollow(self.keys.history)
+        if self.role == "leader":  # let another replica's watcher take over at once
+            self.hub.spawn(self._release(fleet, self.keys, self.holder))
+
+    @staticmethod
+    async def _release(fleet: FleetWatch, keys: Any, holder: str) -> None:
+        try:
+            await fleet.release(keys, holder)
+        except FleetUnavailable:
+            pass  # the lease runs out by itself
 
     async def _call(
         self, work: Callable[[AccountClient, Deadline], Any], *, essential: bool = True
@@ -557,14 +962,24 @@ class WatchHub:
     """The registry of watchers (one per job) and the entry point for streams."""
 
     def __init__(
-        self, jobs: JobOperations, executor: Executor, settings: WatchSettings | None = None
+        self,
+        jobs: JobOperations,
+        executor: Executor,
+        settings: WatchSettings | None = None,
+        fleet: FleetWatch | None = None,
+        limiter_factory: Callable[[str], Limiter] | None = None,
     ):
+        """`fleet`: share watchers with the other replicas through Redis (watch_fleet.py);
+        `limiter_factory(account_key)`: the account's rate limiter (default: a token
+        bucket in this process; rate_caps.py shares one across the fleet)."""
         self.jobs = jobs
         self.executor = executor
         self.settings = settings or WatchSettings()
+        self.fleet = fleet
+        self._make_limiter = limiter_factory
         self.watches: dict[tuple[str, str], JobWatch] = {}
         self.memory: OrderedDict[tuple[str, str], _Memory] = OrderedDict()
-        self._limiters: OrderedDict[str, RateLimiter] = OrderedDict()  # least recent first
+        self._limiters: OrderedDict[str, Limiter] = OrderedDict()  # least recent first
         # (account, job) -> (allowed until, job is private); checks in flight
         self._allowed: OrderedDict[tuple[str, str], tuple[float, bool]] = OrderedDict()
         self._checks: dict[tuple[str, str], asyncio.Task[dict[str, Any]]] = {}
@@ -572,10 +987,14 @@ class WatchHub:
         self._subscribers: set[Subscriber] = set()
         self.closing = False
 
-    def limiter(self, account_key: str) -> RateLimiter:
+    def limiter(self, account_key: str) -> Limiter:
         found = self._limiters.get(account_key)
         if found is None:
-            found = self._limiters[account_key] = RateLimiter(self.settings.account_rps)
+            found = self._limiters[account_key] = (
+                self._make_limiter(account_key)
+                if self._make_limiter is not None
+                else RateLimiter(self.settings.account_rps)
+            )
             # Bounded: per-call tokens make new accounts without end. The one dropped is
             # the least recently used (its bucket has long refilled).
             while len(self._limiters) > self.settings.max_accounts:
@@ -608,7 +1027,12 @@ class WatchHub:
         self._allowed.pop((account_key, job_id), None)
 
     async def subscribe(
-        self, client: AccountClient, job_id: str, sub: Subscriber, resume_after: int = 0
+        self,
+        client: AccountClient,
+        job_id: str,
+        sub: Subscriber,
+        resume_after: int = 0,
+        resume_epoch: str = "",
     ) -> None:
         """Attaches `sub` to the job's watcher, starting one if needed. The caller's account
         is checked against the job first (once per account and job for a while), so a
@@ -649,11 +1073,11 @@ class WatchHub:
         if watch is None or watch.done:
             watch = JobWatch(self, key, client)
             self.watches[key] = watch
-            watch.attach(sub, resume_after)
+            watch.attach(sub, resume_after, resume_epoch)
             watch.task = asyncio.get_running_loop().create_task(watch.run(first))
         else:
             watch.clients.setdefault(client.account.key, client)
-            watch.attach(sub, resume_after)
+            watch.attach(sub, resume_after, resume_epoch)
         self._subscribers.add(sub)
 
     async def discover(
@@ -663,6 +1087,7 @@ class WatchHub:
         list_jobs: Callable[[AccountClient, Deadline, bool], list[dict[str, Any]]],
         resume: dict[str, int],
         filter_field: str = "tags",
+        epochs: dict[str, str] | None = None,
     ) -> None:
         """WatchJobs by filter: attaches `sub` to every matching job, now and as new ones
         appear. `list_jobs(client, deadline, first)` lists candidates (pending ones first,
@@ -718,7 +1143,9 @@ class WatchHub:
                     return
                 attached.add(job_id)
                 try:
-                    await self.subscribe(client, job_id, sub, resume.get(job_id, 0))
+                    await self.subscribe(
+                        client, job_id, sub, resume.get(job_id, 0), (epochs or {}).get(job_id, "")
+                    )
                 except GatewayError as error:
                     if error.code == grpc.StatusCode.UNAUTHENTICATED:
                         sub.close(error)  # the credentials are gone, not just this job
@@ -772,7 +1199,9 @@ class WatchHub:
             snapshot = watch.current
             if snapshot.result_json or snapshot.responses:
                 snapshot = Update(**{**snapshot.__dict__, "result_json": "", "responses": {}})
-            self.memory[watch.key] = _Memory(watch.revision, watch.state_key, snapshot)
+            self.memory[watch.key] = _Memory(
+                watch.delivered, watch.state_key, snapshot, watch.epoch
+            )
             self.memory.move_to_end(watch.key)
             while len(self.memory) > self.settings.memory_jobs:
                 self.memory.popitem(last=False)
@@ -793,3 +1222,5 @@ class WatchHub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.sleep(0)
+        if self.fleet is not None:
+            await self.fleet.close()

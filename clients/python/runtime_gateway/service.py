@@ -486,6 +486,7 @@ class RuntimeJob:
             return  # a final state never changes: no stream needed (result() fetches it)
         deadline = None if timeout is None else time.monotonic() + timeout
         resume = 0
+        epoch = ""  # revisions are comparable only within one epoch (JobUpdate.epoch)
         with_result = not self.private
         unreachable_since: float | None = None
         while True:  # reconnect with the last revision when a stream breaks or goes silent
@@ -498,7 +499,10 @@ class RuntimeJob:
             # window means a lost stream (grpc.aio can drop streams opened in a large burst).
             window = STREAM_WINDOW if remaining is None else min(remaining, STREAM_WINDOW)
             request = _api().jobs_pb2.WatchJobRequest(
-                job_id=self._job_id, include_result=with_result, resume_after_revision=resume
+                job_id=self._job_id,
+                include_result=with_result,
+                resume_after_revision=resume,
+                resume_epoch=epoch,
             )
             stream = self._service._gateway.jobs.WatchJob(
                 request, metadata=self._service._gateway.metadata, timeout=window
@@ -507,7 +511,10 @@ class RuntimeJob:
                 for message in stream:
                     unreachable_since = None
                     update = message.update
-                    resume = max(resume, update.revision)
+                    if update.epoch and update.epoch != epoch:
+                        epoch, resume = update.epoch, update.revision  # a new history
+                    else:
+                        resume = max(resume, update.revision)
                     if update.WhichOneof("kind") == "state":
                         self._update(update.state.job)
                         if update.state.terminal:
