@@ -609,10 +609,18 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                     return self.g.jobs.list(c, query, deadline).jobs
 
                 self.g.watch.spawn(
-                    self.g.watch.discover(client, sub, candidates, resume, filter_field, epochs),
+                    self.g.watch.discover(
+                        client, sub, candidates, resume, filter_field, epochs, filter_key
+                    ),
                     owner=sub,
                 )
 
+        # Streams with the same filter share one discovery in a fleet (tags in any order).
+        filter_key = _fingerprint(
+            jobs_pb2.WatchJobsRequest(
+                tags=sorted(request.tags), session_id=request.session_id, backend=request.backend
+            )
+        )
         sub = Subscriber(request.include_result, False, single_job=False)
         async for response in self.g.stream(
             context, "WatchJobs", sub, subscribe, jobs_pb2.WatchJobsResponse, check

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import secrets
 import time
@@ -37,7 +38,7 @@ import structlog
 
 from runtime_gateway_server.errors import GatewayError, invalid_argument
 from runtime_gateway_server.ibm import AccountClient
-from runtime_gateway_server.jobs import FINAL_STATES, JobOperations, state_of
+from runtime_gateway_server.jobs import FINAL_STATES, JobOperations, created_of, state_of
 from runtime_gateway_server.limits import (
     MAX_JOB_IDS,
     check_id,
@@ -983,6 +984,9 @@ class WatchHub:
         # (account, job) -> (allowed until, job is private); checks in flight
         self._allowed: OrderedDict[tuple[str, str], tuple[float, bool]] = OrderedDict()
         self._checks: dict[tuple[str, str], asyncio.Task[dict[str, Any]]] = {}
+        # WatchJobs discovery in a fleet: filter key -> (fresh until, jobs found)
+        self._discovered: OrderedDict[str, tuple[float, list[dict[str, Any]]]] = OrderedDict()
+        self._discovery_rounds: dict[str, asyncio.Task[list[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribers: set[Subscriber] = set()
         self.closing = False
@@ -1088,6 +1092,7 @@ class WatchHub:
         resume: dict[str, int],
         filter_field: str = "tags",
         epochs: dict[str, str] | None = None,
+        filter_key: str = "",
     ) -> None:
         """WatchJobs by filter: attaches `sub` to every matching job, now and as new ones
         appear. `list_jobs(client, deadline, first)` lists candidates (pending ones first,
@@ -1102,16 +1107,22 @@ class WatchHub:
         attached: set[str] = set(sub.sent)  # the job ids given explicitly
         first = True
         failures = 0
+        started = time.time()
         while not sub.finished and not sub.gone and not self.closing:
-            await self.limiter(client.account.key).acquire()
             try:
-                found = await asyncio.get_running_loop().run_in_executor(
-                    self.executor,
-                    list_jobs,
-                    client,
-                    Deadline.after(self.settings.request_timeout),
-                    first,
-                )
+                if self.fleet is not None and filter_key:
+                    found = await self._discover_in_fleet(
+                        client, list_jobs, filter_key, first, started
+                    )
+                else:
+                    await self.limiter(client.account.key).acquire()
+                    found = await asyncio.get_running_loop().run_in_executor(
+                        self.executor,
+                        list_jobs,
+                        client,
+                        Deadline.after(self.settings.request_timeout),
+                        first,
+                    )
                 failures = 0
             except GatewayError as error:
                 if error.code in ACCESS_LOST:
@@ -1155,6 +1166,82 @@ class WatchHub:
                     )
             first = False
             await asyncio.sleep(self.settings.discovery_interval)
+
+    async def _discover_in_fleet(
+        self,
+        client: AccountClient,
+        list_jobs: Callable[[AccountClient, Deadline, bool], list[dict[str, Any]]],
+        filter_key: str,
+        first: bool,
+        started: float,
+    ) -> list[dict[str, Any]]:
+        """One discovery round shared by the fleet: one replica lists the filter's jobs
+        upstream (pending ones, and those created lately) and publishes them; the others,
+        and other streams of the same account and filter here, read that list. A stream
+        takes the pending jobs and those created since it started, as it would on its own.
+        Without Redis, every stream lists for itself."""
+        key = hashlib.sha256(f"{client.account.key}\n{filter_key}".encode()).hexdigest()[:32]
+        cached = self._discovered.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            jobs = cached[1]
+        else:  # one round at a time per filter in this process, shared by its streams
+            round_ = self._discovery_rounds.get(key)
+            if round_ is None:
+                round_ = asyncio.get_running_loop().create_task(
+                    self._discovery_round(client, list_jobs, key)
+                )
+                self._discovery_rounds[key] = round_
+                round_.add_done_callback(lambda _: self._discovery_rounds.pop(key, None))
+                self._tasks.add(round_)  # shutdown cancels it
+                round_.add_done_callback(self._tasks.discard)
+            jobs = await asyncio.shield(round_)
+        return [
+            job
+            for job in jobs
+            if (first and job.get("pending")) or float(job.get("created") or 0) >= started - 2
+        ]
+
+    async def _discovery_round(
+        self,
+        client: AccountClient,
+        list_jobs: Callable[[AccountClient, Deadline, bool], list[dict[str, Any]]],
+        key: str,
+    ) -> list[dict[str, Any]]:
+        fleet = self.fleet
+        assert fleet is not None
+        interval = self.settings.discovery_interval
+        jobs: list[dict[str, Any]] | None = None
+        try:
+            if not await fleet.claim_discovery(key, interval * 3):
+                jobs = await fleet.discovered(key) or []
+        except FleetUnavailable:
+            pass  # list here
+        if jobs is None:
+            await self.limiter(client.account.key).acquire()
+            loop = asyncio.get_running_loop()
+            found: dict[str, dict[str, Any]] = {}
+            for pending in (True, False):  # False: created since the lister started
+                listed = await loop.run_in_executor(
+                    self.executor, list_jobs, client,
+                    Deadline.after(self.settings.request_timeout), pending,
+                )  # fmt: skip
+                for job in listed:
+                    job_id = str(job.get("id") or "")
+                    if job_id and job_id not in found:
+                        found[job_id] = {
+                            "id": job_id,
+                            "created": created_of(job).timestamp(),
+                            "pending": pending,
+                        }
+            jobs = list(found.values())
+            try:
+                await fleet.share_discovery(key, jobs, interval * 3)
+            except FleetUnavailable:
+                pass
+        self._discovered[key] = (time.monotonic() + interval * 0.9, jobs)
+        while len(self._discovered) > self.settings.max_accounts:
+            self._discovered.popitem(last=False)
+        return jobs
 
     async def _check(self, client: AccountClient, job_id: str) -> dict[str, Any]:
         """The account may read the job: one GET, remembered for five minutes."""

@@ -269,6 +269,40 @@ class FleetWatch:
             last_state = Entry(int(revision), epoch_text, json.loads(payload))
         return epoch_text, [_entry(i, f) for i, f in entries], last_state
 
+    # --- WatchJobs discovery: one lister per account and filter for the whole fleet ----------
+    def _discovery_keys(self, filter_key: str) -> tuple[str, str]:
+        return (
+            self.link.key("discover", "lease", filter_key),
+            self.link.key("discover", "found", filter_key),
+        )
+
+    async def claim_discovery(self, filter_key: str, seconds: float) -> bool:
+        """Takes or renews the right to list jobs for this filter (one replica at a time)."""
+        lease, found = self._discovery_keys(filter_key)
+        script = self._client_scripts()[0]
+        mine, _ = await self._run(
+            lambda: script(keys=[lease, found], args=[self.replica, int(seconds * 1000)])
+        )
+        return bool(mine)
+
+    async def share_discovery(
+        self, filter_key: str, jobs: list[dict[str, Any]], seconds: float
+    ) -> None:
+        """Publishes what the lister found: each job's id, creation time and whether it
+        was pending, for `seconds`."""
+        _, found = self._discovery_keys(filter_key)
+        payload = json.dumps(jobs, separators=(",", ":"))
+        await self._run(lambda: self.link.aio.set(found, payload, px=int(seconds * 1000)))
+
+    async def discovered(self, filter_key: str) -> list[dict[str, Any]] | None:
+        """What the lister last found (None when it has not published, or it expired)."""
+        _, found = self._discovery_keys(filter_key)
+        raw = await self._run(lambda: self.link.aio.get(found))
+        if not raw:
+            return None
+        jobs = json.loads(raw)
+        return jobs if isinstance(jobs, list) else None
+
     async def want_logs(self, keys: JobKeys) -> None:
         ms = int(self.settings.lease_seconds * 2000)
         await self._run(lambda: self.link.aio.set(keys.logs, b"1", px=ms))
