@@ -508,6 +508,9 @@ export interface JobUpdate {
    * the job's current state once, with `reset` set: the client must treat it as a fresh
    * snapshot, not as a next step (it may repeat a state, including a terminal one, the
    * client already saw). Without either, no update is ever repeated or skipped silently.
+   * A stream may move to a new epoch without `reset` when it missed nothing (its gateway
+   * lost contact with the fleet's Redis, or the history was recreated); a client always
+   * keeps the epoch and revision of the last update it received.
    */
   epoch: string;
   /**
