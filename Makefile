@@ -21,10 +21,14 @@ help: ## list the targets, one line each
 install: $(STAMP) ## create .venv with the gateway, the local runtime, the dev tools and tracing
 
 # Debian packages the suite needs, installed only when missing (CI machines start bare).
-system-deps: ## install nodejs and npm (Debian) when missing
-	@command -v node >/dev/null && command -v npm >/dev/null || { \
-	  echo "installing nodejs and npm (Debian)"; \
-	  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+# redis-server and haproxy: the fleet tests (tests/fleet/) run replicas sharing a real Redis
+# behind a real load balancer.
+system-deps: ## install nodejs, npm, redis-server and haproxy (Debian) when missing
+	@missing=$$(command -v node >/dev/null && command -v npm >/dev/null || echo nodejs npm; \
+	  command -v redis-server >/dev/null || echo redis-server; \
+	  command -v haproxy >/dev/null || echo haproxy); \
+	if [ -n "$$(echo $$missing)" ]; then echo "installing $$(echo $$missing) (Debian)"; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
 
 # h2load (nghttp2's C load generator) for the benchmarks' load cases; optional.
 bench-deps: $(STAMP) ## install h2load (Debian) for the benchmarks' load cases
@@ -96,7 +100,7 @@ lint: $(STAMP) ## ruff, mypy and hadolint
 demo: $(STAMP) ## start a gateway and run jobs through it (examples/demo.py)
 	$(PY) examples/demo.py
 
-test: $(STAMP) ts-deps go-deps sdk021-venv proto-check proto-lint lint ## the whole suite and every check
+test: $(STAMP) system-deps ts-deps go-deps sdk021-venv proto-check proto-lint lint ## the whole suite and every check
 	$(PY) -m pytest
 
 # The suite without the installs and static checks (for a quick loop).

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -18,6 +19,7 @@ from runtime_gateway_server.admission import (
     AdmissionInterceptor,
     tune_malloc,
 )
+from runtime_gateway_server.metrics import MirroredHealthServicer
 from runtime_gateway_server.reflection import enable_reflection
 
 log = structlog.get_logger("runtime_gateway_server")
@@ -62,6 +64,14 @@ class ServeOptions:
     # go outside admission too, so refused calls are seen.
     metrics: bool = False
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+    # The fleet's Redis (a `RedisLink`, `serve --redis-url`), pinged every REDIS_PING_SECONDS
+    # so an outage and the recovery are logged (`redis_down`, `redis_up`) without waiting
+    # for a call; with `redis_required`, health is NOT_SERVING while it does not answer.
+    redis: Any = None
+    redis_required: bool = False
+
+
+REDIS_PING_SECONDS = 1.0
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -120,7 +130,7 @@ class GatewayServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        self.health = health.aio.HealthServicer()
+        self.health = MirroredHealthServicer()  # /healthz (metrics port) mirrors its status
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         for register in options.registrars:
             register(self.server)
@@ -147,9 +157,35 @@ class GatewayServer:
         await self.health.set("", serving)
         for name in API_SERVICE_NAMES:
             await self.health.set(name, serving)
+        if self.options.redis is not None:
+            self._redis_watch = asyncio.create_task(self._watch_redis())
+
+    async def _watch_redis(self) -> None:
+        """Pings the fleet's Redis; with `redis_required`, health follows its answers."""
+        link = self.options.redis
+        serving = True
+        while True:
+            try:
+                up = bool(await link.aping())
+            except Exception as error:  # anything unexpected counts as down
+                link.report(False, error)
+                up = False
+            if self.options.redis_required and up != serving:
+                serving = up
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if up
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                for name in ("", *API_SERVICE_NAMES):
+                    await self.health.set(name, status)
+            await asyncio.sleep(REDIS_PING_SECONDS)
 
     async def stop(self) -> None:
         """Drains: health says NOT_SERVING, new calls are refused, in-flight ones get the grace."""
+        watch: asyncio.Task[None] | None = getattr(self, "_redis_watch", None)
+        if watch is not None:  # it must not turn health back to SERVING while draining
+            watch.cancel()
         await self.health.enter_graceful_shutdown()
         for hook in self.options.shutdown_hooks:
             await hook()

@@ -24,6 +24,10 @@ from runtime_gateway_server.ibm import ClientPool, check_account
 from runtime_gateway_server.idempotency import InMemoryRequestIdStore, SqliteRequestIdStore
 from runtime_gateway_server.jobs import JobOperations
 from runtime_gateway_server.paging import PageTokens
+from runtime_gateway_server.rate_caps import limiter_factory
+from runtime_gateway_server.redis_cache import share_backend_caches
+from runtime_gateway_server.redis_link import RedisLink
+from runtime_gateway_server.redis_request_ids import RedisRequestIdStore
 from runtime_gateway_server.servicers import (
     AccountServicer,
     BackendServicer,
@@ -31,9 +35,10 @@ from runtime_gateway_server.servicers import (
     JobServicer,
 )
 from runtime_gateway_server.session_servicer import SessionServicer
-from runtime_gateway_server.state import StateDir
+from runtime_gateway_server.state import StateDir, redis_page_token_key
 from runtime_gateway_server.upstream import HttpUpstream, RetryPolicy
 from runtime_gateway_server.watch import WatchHub, WatchSettings
+from runtime_gateway_server.watch_fleet import FleetSettings, FleetWatch
 
 
 @dataclass
@@ -52,6 +57,15 @@ class GatewaySettings:
     # Operator entries for the upstream allow-list (`--allow-upstream HOST[:PORT]`, `*.HOST`);
     # IBM's hosts, the local runtime and IAM_URL & co. are always allowed (allowlist.py).
     allow_upstream: list[str] = field(default_factory=list)
+    # Replicas on several hosts share request ids, the page-token key, rate caps and job
+    # watchers through this Redis (`--redis-url`); it replaces the state directory's store.
+    redis_url: str | None = None
+    redis_password: str | None = None
+    redis_prefix: str = "rg:"
+    redis_wait_seconds: float = 30.0  # at start, for the page-token key; then OSError
+    # Upstream requests per second per account for the whole fleet (`--watch-account-rps`,
+    # not divided between workers: with Redis they share one budget).
+    fleet_account_rps: float = 20.0
 
 
 class CheckedResolver(AccountResolver):
@@ -114,7 +128,15 @@ def build_gateway(settings: GatewaySettings, local: LocalUpstream | None) -> Gat
             channel="local", token=local.token, url=local.url, instance=local.instance, name="local"
         )
     registry = AccountRegistry(settings.accounts_dir, settings.api_keys)
-    if settings.state_dir is not None:
+    link = None
+    if settings.redis_url is not None:
+        link = RedisLink(settings.redis_url, settings.redis_prefix, settings.redis_password)
+        jobs = JobOperations(
+            RedisRequestIdStore(link, settings.request_id_ttl),
+            # Waits for Redis (`redis_wait_seconds`), else OSError.
+            PageTokens(redis_page_token_key(link, settings.redis_wait_seconds)),
+        )
+    elif settings.state_dir is not None:
         state = StateDir.open(settings.state_dir)
         jobs = JobOperations(
             SqliteRequestIdStore(state.request_ids_path, settings.request_id_ttl),
@@ -123,17 +145,31 @@ def build_gateway(settings: GatewaySettings, local: LocalUpstream | None) -> Gat
     else:
         jobs = JobOperations(InMemoryRequestIdStore(settings.request_id_ttl))
     executor = ThreadPoolExecutor(settings.upstream_threads, thread_name_prefix="upstream")
+    backends = BackendDirectory(
+        settings.backend_list_ttl, settings.backend_config_ttl, settings.backend_status_ttl
+    )
+    if link is not None:  # replicas share backend lists and configurations (a second tier)
+        share_backend_caches(backends, link)
     return Gateway(
         resolver=CheckedResolver(registry, local_account, allow, local_base),
         registry=registry,
         clients=ClientPool(http, local_base),
-        backends=BackendDirectory(
-            settings.backend_list_ttl, settings.backend_config_ttl, settings.backend_status_ttl
-        ),
+        backends=backends,
         jobs=jobs,
         executor=executor,
-        watch=WatchHub(jobs, executor, settings.watch),
+        watch=WatchHub(
+            jobs,
+            executor,
+            settings.watch,
+            fleet=FleetWatch(link, FleetSettings(history=settings.watch.history))
+            if link is not None
+            else None,
+            limiter_factory=limiter_factory(link, settings.fleet_account_rps)
+            if link is not None
+            else None,
+        ),
         answers=TTLCache(min(settings.backend_status_ttl, settings.backend_list_ttl)),
+        redis=link,
     )
 
 

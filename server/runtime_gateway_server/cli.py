@@ -242,6 +242,59 @@ def build_parser() -> argparse.ArgumentParser:
         "unless --insecure; with --workers N the supervisor serves all workers' sum; env "
         "RUNTIME_GATEWAY_METRICS_LISTEN; default: off)",
     )
+    # --- the fleet: replicas sharing state through Redis, and one local runtime ---
+    serve.add_argument(
+        "--redis-url",
+        default=_env("REDIS_URL", "") or None,
+        metavar="URL",
+        help="share request ids, the page-token key, per-account rate caps and job watchers "
+        "with the other replicas through this Redis: redis://[:PASSWORD@]HOST:PORT/DB, "
+        "rediss:// for TLS, unix:///PATH (env RUNTIME_GATEWAY_REDIS_URL; default: no Redis, "
+        "state in this process or --state-dir). A starting gateway waits for it "
+        "(--redis-wait-seconds)",
+    )
+    serve.add_argument(
+        "--redis-password",
+        default=_env("REDIS_PASSWORD", "") or None,
+        metavar="PASSWORD",
+        help="the Redis password, when it is not in the URL (prefer the environment: env "
+        "RUNTIME_GATEWAY_REDIS_PASSWORD)",
+    )
+    serve.add_argument(
+        "--redis-prefix",
+        default=_env("REDIS_PREFIX", "rg:"),
+        help="prefix of every key the gateway writes, so fleets can share a Redis "
+        "(env RUNTIME_GATEWAY_REDIS_PREFIX; default: rg:)",
+    )
+    serve.add_argument(
+        "--redis-wait-seconds",
+        type=float,
+        default=_number_env("REDIS_WAIT_SECONDS", "30", float),
+        help="how long a starting gateway waits for Redis before it exits with an error "
+        "(env RUNTIME_GATEWAY_REDIS_WAIT_SECONDS; default: 30)",
+    )
+    serve.add_argument(
+        "--redis-required",
+        action="store_true",
+        default=_env("REDIS_REQUIRED", "0") in ("1", "true", "yes"),
+        help="report NOT_SERVING on the health service while Redis is unreachable (default: "
+        "keep serving; RunJob with a request id is then refused with UNAVAILABLE)",
+    )
+    serve.add_argument(
+        "--local-runtime-url",
+        default=_env("LOCAL_RUNTIME_URL", "") or None,
+        metavar="URL",
+        help="use this running `runtime-gateway local-runtime` (its ready line's url) as the "
+        "default upstream instead of starting one, so replicas share one local runtime "
+        "(with --local-runtime-token; env RUNTIME_GATEWAY_LOCAL_RUNTIME_URL)",
+    )
+    serve.add_argument(
+        "--local-runtime-token",
+        default=_env("LOCAL_RUNTIME_TOKEN", "") or None,
+        metavar="TOKEN",
+        help="the token that local runtime accepts (its ready line's token; prefer the "
+        "environment: env RUNTIME_GATEWAY_LOCAL_RUNTIME_TOKEN)",
+    )
     # Set by the supervisor of `--workers N` on the processes it starts.
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--worker-count", type=int, default=1, help=argparse.SUPPRESS)
@@ -410,7 +463,10 @@ def _log_configuration(args: argparse.Namespace, upstream: Any, tracing: bool) -
         upstream_timeout=args.upstream_timeout,
         max_inflight_bytes=args.max_inflight_bytes,
         state_dir=str(args.state_dir) if args.state_dir else "memory",
-        request_id_store="sqlite" if args.state_dir else "memory",
+        request_id_store="redis" if args.redis_url else ("sqlite" if args.state_dir else "memory"),
+        redis=_masked_redis_url(args),
+        redis_prefix=args.redis_prefix if args.redis_url else None,
+        redis_required=args.redis_required,
         metrics=args.metrics_listen,
         tracing=tracing,
         log_level=args.log_level,
@@ -426,6 +482,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     parse_entries(args.allow_upstream)  # OSError for a bad entry, before anything starts
     _check_metrics_listen(args)
+    _check_fleet_flags(args)
     if args.workers > 1 and args.worker_index is None:
         return _supervise(args)
     from runtime_gateway_server.app import GatewayServer, serve_until_signalled
@@ -468,14 +525,29 @@ def _serve(args: argparse.Namespace) -> int:
         ),
         state_dir=args.state_dir,
         allow_upstream=list(args.allow_upstream),
+        redis_url=args.redis_url,
+        redis_password=args.redis_password,
+        redis_prefix=args.redis_prefix,
+        redis_wait_seconds=args.redis_wait_seconds,
+        fleet_account_rps=args.watch_account_rps,
     )
     options = _serve_options(args)
-    local = _start_embedded_local_runtime(args) if args.local_runtime else None
+    embedded = args.local_runtime and not args.local_runtime_url
+    local = _start_embedded_local_runtime(args) if embedded else None
     upstream = LocalUpstream(local.base_url, local.token, local.crn) if local else None
     if worker and os.environ.get(LOCAL_UPSTREAM_ENV):  # the supervisor's local runtime
         upstream = LocalUpstream(**json.loads(os.environ[LOCAL_UPSTREAM_ENV]))
         SECRETS.add(upstream.token)
-    gateway = build_gateway(settings, upstream)
+    elif args.local_runtime_url:  # one the operator runs, shared by the replicas
+        upstream = _attach_local_runtime(args)
+    try:
+        gateway = build_gateway(settings, upstream)  # waits for Redis (--redis-wait-seconds)
+    except BaseException:
+        if local is not None:
+            local.stop()
+        raise
+    options.redis = gateway.redis
+    options.redis_required = args.redis_required
     options.registrars = (lambda server: register(gateway, server),)
     options.shutdown_hooks = (gateway.watch.shutdown,)
     from runtime_gateway_server import tracing
@@ -567,8 +639,9 @@ def _supervise(args: argparse.Namespace) -> int:
 
     try:
         StateDir.open(state_dir).page_token_key()  # one key, made before any worker reads it
-        local = _start_embedded_local_runtime(args) if args.local_runtime else None
-        env = {}
+        embedded = args.local_runtime and not args.local_runtime_url
+        local = _start_embedded_local_runtime(args) if embedded else None
+        env = _secret_flags_env(args)  # never in the workers' argv (`ps` shows it to all)
         metrics_address = None
         if args.metrics_listen:
             # prometheus-client's multiprocess mode: each worker writes its values under this
@@ -581,11 +654,13 @@ def _supervise(args: argparse.Namespace) -> int:
             env[MULTIPROC_ENV] = str(metrics_dir)
             _, metrics_port = serve_metrics(args.metrics_listen, str(metrics_dir))
             metrics_address = f"{args.metrics_listen.rsplit(':', 1)[0]}:{metrics_port}"
+        upstream = _attach_local_runtime(args) if args.local_runtime_url else None
         if local is not None:
             upstream = LocalUpstream(local.base_url, local.token, local.crn)
+        if upstream is not None:
             env[LOCAL_UPSTREAM_ENV] = json.dumps(asdict(upstream))
         supervisor = Supervisor(
-            [*args.argv, "--state-dir", str(state_dir)],
+            [*_without_secret_flags(args.argv), "--state-dir", str(state_dir)],
             args.workers,
             address,
             args.grace_seconds,
@@ -600,7 +675,7 @@ def _supervise(args: argparse.Namespace) -> int:
                 address=address,
                 workers=args.workers,
                 pids=supervisor.pids(),
-                local_runtime_url=local.base_url if local else None,
+                local_runtime_url=local.base_url if local else args.local_runtime_url,
                 **({"metrics_address": metrics_address} if metrics_address else {}),
             )
             return supervisor.watch(lambda: stop)
@@ -612,6 +687,133 @@ def _supervise(args: argparse.Namespace) -> int:
             local.stop()
         if temporary:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+# Flags whose values may hold secrets (a password in the Redis URL, tokens): the supervisor
+# of `--workers N` hands them to its workers in the environment, not on their command line.
+SECRET_FLAGS = {
+    "--redis-url": "REDIS_URL",
+    "--redis-password": "REDIS_PASSWORD",
+    "--local-runtime-url": "LOCAL_RUNTIME_URL",
+    "--local-runtime-token": "LOCAL_RUNTIME_TOKEN",
+}
+
+
+def _masked_redis_url(args: argparse.Namespace) -> str | None:
+    from runtime_gateway_server.redis_link import mask_url
+
+    return mask_url(args.redis_url) if args.redis_url else None
+
+
+def _check_fleet_flags(args: argparse.Namespace) -> None:
+    """OSError (one line, exit 2) for a Redis URL redis-py cannot use or a local runtime URL
+    without its token; the messages never carry the URL's password."""
+    from urllib.parse import urlsplit
+
+    from runtime_gateway_server.logs import SECRETS
+    from runtime_gateway_server.redis_link import check_url
+
+    if args.redis_password:
+        SECRETS.add(args.redis_password)
+    if args.redis_url:
+        try:
+            check_url(args.redis_url)
+        except ValueError as error:
+            raise OSError(str(error)) from None
+        if not args.redis_prefix:
+            raise OSError("--redis-prefix must not be empty")
+        if not args.redis_wait_seconds >= 0:
+            raise OSError("--redis-wait-seconds must be at least 0")
+    elif args.redis_required:
+        raise OSError("--redis-required needs --redis-url")
+    if args.local_runtime_token:
+        SECRETS.add(args.local_runtime_token)
+    if args.local_runtime_url:
+        parts = urlsplit(args.local_runtime_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.password:
+            raise OSError(
+                "--local-runtime-url must be http(s)://HOST:PORT (the url in the local "
+                "runtime's ready line)"
+            )
+        if not args.local_runtime_token:
+            raise OSError(
+                "--local-runtime-url needs --local-runtime-token (its ready line's token)"
+            )
+
+
+def _without_secret_flags(argv: Sequence[str]) -> list[str]:
+    """`argv` without SECRET_FLAGS and their values (`--flag VALUE`, `--flag=VALUE`, and the
+    unambiguous abbreviations argparse accepted)."""
+    kept: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        name, equals, _ = item.partition("=")
+        secret = any(flag.startswith(name) for flag in SECRET_FLAGS)
+        if secret and len(name) > 2 and name.startswith("--"):
+            skip = not equals
+            continue
+        kept.append(item)
+    return kept
+
+
+def _secret_flags_env(args: argparse.Namespace) -> dict[str, str]:
+    """The workers' environment for SECRET_FLAGS (the values this process resolved)."""
+    env = {}
+    for flag, name in SECRET_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value:
+            env[ENV_PREFIX + name] = str(value)
+    return env
+
+
+def _attach_local_runtime(args: argparse.Namespace) -> Any:
+    """A running local runtime (`--local-runtime-url`) as the default upstream: its first
+    IBM Cloud instance's CRN, asked of its Global Search endpoint as the SDK asks IBM's. It may
+    still be starting: waits up to 30 s. OSError (one line) when it is not there or refuses
+    the token."""
+    import time
+
+    import requests
+    import structlog
+
+    from runtime_gateway_server.assembly import LocalUpstream
+
+    url = args.local_runtime_url.rstrip("/")
+    token = args.local_runtime_token
+    deadline = time.monotonic() + 30.0
+    waiting = False
+    while True:
+        try:
+            reply = requests.post(
+                f"{url}/global-search/v3/resources/search",
+                headers={"Authorization": f"apikey {token}"},
+                json={"query": "service_name:quantum-computing"},
+                timeout=5.0,
+            )
+            break
+        except requests.RequestException as error:
+            if time.monotonic() > deadline:
+                raise OSError(
+                    f"--local-runtime-url {url}: no answer in 30 s ({type(error).__name__})"
+                ) from None
+            if not waiting:
+                structlog.get_logger("runtime_gateway_server").warning(
+                    "local_runtime_waiting", url=url, seconds=30
+                )
+                waiting = True
+            time.sleep(0.5)
+    if reply.status_code in (401, 403):
+        raise OSError(f"--local-runtime-token: the local runtime at {url} refused it")
+    try:
+        crn = str(reply.json()["items"][0]["crn"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise OSError(
+            f"--local-runtime-url {url}: not a local runtime (HTTP {reply.status_code})"
+        ) from None
+    return LocalUpstream(url, token, crn)
 
 
 def _start_embedded_local_runtime(args: argparse.Namespace) -> Any:

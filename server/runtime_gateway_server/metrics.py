@@ -15,6 +15,10 @@ about a microsecond); `serve_metrics` exposes them only when the operator asks f
 
 With `serve --workers N`, the supervisor sets `PROMETHEUS_MULTIPROC_DIR` for its workers before
 they start (prometheus-client's multiprocess mode) and serves the sum of all workers itself.
+
+The same HTTP server answers `GET /healthz` for load balancers that cannot speak gRPC health
+(HAProxy, nginx): 200 while the gRPC health is SERVING, 503 while the gateway starts or drains
+(`set_serving`, called next to every change of the gRPC health status).
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
+from grpc_health.v1 import health, health_pb2
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -34,8 +41,9 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
 disable_created_metrics()  # the `_created` series double the page and no dashboard uses them
 
@@ -118,6 +126,43 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
     "runtime_gateway_rate_limiter_wait_seconds_total",
     "Seconds watchers waited for their account's upstream request budget.",
 )
+
+# --- serving status (/healthz) -----------------------------------------------------------------
+# `livemax` with `serve --workers N`: the supervisor's /healthz is 200 while any worker serves
+# (the kernel only hands connections to workers that listen; a draining worker has stopped).
+SERVING = Gauge(
+    "runtime_gateway_serving",
+    "1 while the gateway's gRPC health is SERVING, 0 while it starts or drains.",
+    multiprocess_mode="livemax",
+)
+_serving = False
+
+
+def set_serving(serving: bool) -> None:
+    """Mirrors the gRPC health status (`""` service) for `/healthz` and the gauge."""
+    global _serving
+    _serving = serving
+    SERVING.set(1 if serving else 0)
+
+
+class MirroredHealthServicer(health.aio.HealthServicer):
+    """grpc.health.v1 (asyncio) whose overall status (service `""`) `/healthz` mirrors:
+    every `set` of it, and the drain (`enter_graceful_shutdown`), also calls `set_serving`."""
+
+    _draining = False
+
+    async def set(
+        self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
+        await super().set(service, status)
+        if service == "" and not self._draining:  # after the drain started, set() is ignored
+            set_serving(status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def enter_graceful_shutdown(self) -> None:
+        self._draining = True
+        set_serving(False)  # first: the load balancer's next check takes this replica out
+        await super().enter_graceful_shutdown()
+
 
 # --- RunJob request ids ------------------------------------------------------------------------
 REQUEST_IDS = Counter(
@@ -298,12 +343,53 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
 
 # --- exposition --------------------------------------------------------------------------------
+class _SilentHandler(WSGIRequestHandler):
+    """No access log line per scrape or health check (the gateway logs JSON on stderr)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _serving_of(registry: CollectorRegistry | None) -> bool:
+    """This process's status, or with a multiprocess registry the workers' (livemax: any
+    worker serving; none reported yet: not serving)."""
+    if registry is None:
+        return _serving
+    for metric in registry.collect():
+        if metric.name == "runtime_gateway_serving":
+            return any(sample.value >= 1 for sample in metric.samples)
+    return False
+
+
+def _app(registry: CollectorRegistry, workers: CollectorRegistry | None) -> Callable[..., Any]:
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            result: Iterable[bytes] = metrics(environ, start_response)
+            return result
+        ok = _serving_of(workers)
+        body = b"SERVING\n" if ok else b"NOT_SERVING\n"
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable",
+            [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+             ("Cache-Control", "no-store")],
+        )  # fmt: skip
+        return [body]
+
+    return app
+
+
 def serve_metrics(listen: str, multiprocess_dir: str | None = None) -> tuple[Any, int]:
-    """Serves `/metrics` (Prometheus text) on `listen` (HOST:PORT, port 0 picks one) from a
-    daemon thread; returns (server, bound port). With `multiprocess_dir`, serves the sum of
-    the processes writing there (the workers of `serve --workers N`) instead of this one's.
+    """Serves `/metrics` (Prometheus text) and `/healthz` (200 `SERVING` or 503 `NOT_SERVING`,
+    see `set_serving`) on `listen` (HOST:PORT, port 0 picks one) from a daemon thread;
+    returns (server, bound port). With `multiprocess_dir`, serves the sum of the processes
+    writing there (the workers of `serve --workers N`) instead of this one's, and /healthz
+    reports theirs: 200 while at least one worker serves.
 
     Raises OSError when the address cannot be bound."""
+    import socket
+
     host, _, port_text = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:
@@ -311,10 +397,16 @@ def serve_metrics(listen: str, multiprocess_dir: str | None = None) -> tuple[Any
     except ValueError:
         raise OSError(f"--metrics-listen must be HOST:PORT, not {listen!r}") from None
     registry: CollectorRegistry = REGISTRY
+    workers: CollectorRegistry | None = None
     if multiprocess_dir:
         from prometheus_client import multiprocess
 
-        registry = CollectorRegistry()
+        registry = workers = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+    server = make_server(host, port, _app(registry, workers), Server, _SilentHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server, int(server.server_port)

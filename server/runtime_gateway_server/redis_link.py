@@ -18,6 +18,7 @@ errors: redis-py's own error messages carry host and port only.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -25,7 +26,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+import redis.retry
 import structlog
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from runtime_gateway_server.logs import SECRETS
 
@@ -47,8 +51,12 @@ def mask_url(url: str) -> str:
         return url
     user = parts.username or ""
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    try:
+        port: object = parts.port
+    except ValueError:  # a bad port: keep the text as given (it holds no password)
+        port = parts.netloc.rpartition("@")[2].rpartition(":")[2] or None
+    if port is not None:
+        host = f"{host}:{port}"
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
@@ -79,9 +87,12 @@ class RedisLink:
         for secret in (parts.password and unquote(parts.password), password):
             if secret:
                 SECRETS.add(secret)
-        self.sync: redis.Redis = redis.Redis.from_url(url, **self._options())
+        self.sync: redis.Redis = redis.Redis.from_url(
+            url, **self._options(), retry=redis.retry.Retry(NoBackoff(), 1)
+        )
         self._aio: dict[int, redis.asyncio.Redis] = {}  # per event loop (workers have one each)
         self._lock = threading.Lock()
+        self._report_lock = threading.Lock()
         self.up: bool | None = None  # unknown until the first call
         self.changed_at = time.monotonic()
 
@@ -91,6 +102,9 @@ class RedisLink:
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "health_check_interval": 10,
             "decode_responses": False,
+            # A pooled connection that Redis closed (it restarted) is retried once on a new
+            # one, instead of failing the call and flapping the link's up/down state.
+            "retry_on_error": [redis.ConnectionError],
         }
         if self._password:
             options["password"] = self._password
@@ -105,7 +119,9 @@ class RedisLink:
         with self._lock:
             found = self._aio.get(id(loop))
             if found is None:
-                found = redis.asyncio.Redis.from_url(self.url, **self._options())
+                found = redis.asyncio.Redis.from_url(
+                    self.url, **self._options(), retry=AsyncRetry(NoBackoff(), 1)
+                )
                 self._aio[id(loop)] = found
             return found
 
@@ -126,9 +142,12 @@ class RedisLink:
         """Records the outcome of a Redis call; logs only changes (down, then up again)."""
         if ok == self.up:
             return
-        was = self.up
-        self.up = ok
-        self.changed_at = time.monotonic()
+        with self._report_lock:  # threads (request ids) and the loop (pings) report at once
+            if ok == self.up:
+                return
+            was = self.up
+            self.up = ok
+            self.changed_at = time.monotonic()
         if ok:
             if was is not None:
                 log.warning("redis_up", redis=self.describe())
@@ -163,10 +182,8 @@ class RedisLink:
 
     async def aclose(self) -> None:
         for client in list(self._aio.values()):
-            try:
+            with contextlib.suppress(Exception):  # closing on the way out; nothing to do
                 await client.aclose()
-            except Exception:  # noqa: BLE001 - closing on the way out; nothing to do
-                pass
         self._aio.clear()
 
     def close(self) -> None:

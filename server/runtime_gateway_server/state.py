@@ -9,14 +9,22 @@ The directory is private (0700) and its files 0600: the key signs tokens, and th
 ids are derived from account credentials. The SQLite database is created 0600 before SQLite
 opens it (`idempotency.create_private`), whatever the umask; SQLite gives its -wal and -shm
 files the database's mode.
+
+With replicas on several hosts (`--redis-url`) the page-token key lives in Redis instead
+(`redis_page_token_key`): the first replica sets it, every other one reads the same key.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runtime_gateway_server.redis_link import RedisLink
 
 KEY_FILE = "page-token.key"
 REQUEST_IDS_FILE = "request-ids.sqlite3"
@@ -67,3 +75,49 @@ class StateDir:
     @property
     def request_ids_path(self) -> str:
         return str(self.path / REQUEST_IDS_FILE)
+
+
+REDIS_WAIT_SECONDS = 30.0  # how long a starting gateway waits for its Redis
+
+
+def redis_page_token_key(link: RedisLink, wait_seconds: float = REDIS_WAIT_SECONDS) -> bytes:
+    """The fleet's page-token signing key: `SET key <32 random bytes> NX`, then `GET`, so
+    every replica signs with the key the first one set. Called once at start (the caller
+    keeps it for the life of the process); waits up to `wait_seconds` for Redis, logging
+    `redis_waiting` once, then raises OSError (one line, password masked). A Redis that
+    refuses the password fails at once.
+
+    A Redis that loses its data (no persistence, failover to an empty replica) gives the
+    replicas started afterwards a new key: their page tokens and older replicas' then do not
+    mix (INVALID_ARGUMENT page_token: the client lists again from the first page)."""
+    import redis
+    import structlog
+
+    key = link.key("page-token-key")
+    deadline = time.monotonic() + wait_seconds
+    waiting = False
+    while True:
+        try:
+            link.sync.set(key, secrets.token_bytes(32), nx=True)
+            value = link.sync.get(key)
+        except redis.AuthenticationError as error:
+            link.report(False, error)
+            raise OSError(f"Redis {link.describe()} refused the password: {error}") from None
+        except (redis.RedisError, OSError) as error:
+            link.report(False, error)
+            if time.monotonic() >= deadline:
+                raise OSError(
+                    f"Redis {link.describe()} did not answer in {wait_seconds:g} s "
+                    f"({type(error).__name__}); start it or fix --redis-url"
+                ) from None
+            if not waiting:
+                structlog.get_logger("runtime_gateway_server").warning(
+                    "redis_waiting", redis=link.describe(), seconds=wait_seconds
+                )
+                waiting = True
+            time.sleep(0.5)
+            continue
+        link.report(True)
+        if not isinstance(value, bytes) or len(value) < 32:
+            raise OSError(f"Redis key {key} holds fewer than 32 bytes; delete it to make a new key")
+        return value

@@ -12,6 +12,10 @@ What workers share and what they do not:
 - per worker: caches, job watchers and the per-account poll budget (the supervisor gives
   each worker its share of --watch-account-rps). A job watched through two workers is polled
   by both.
+- with `--redis-url`, request ids and the page-token key live in Redis instead, shared with
+  other hosts' replicas too. Flags that may carry secrets (the Redis URL and password, the
+  local runtime's URL and token) reach the workers in their environment, never on their
+  command line, which `ps` shows to every user (`cli.SECRET_FLAGS`).
 """
 
 from __future__ import annotations
