@@ -325,6 +325,7 @@ class StreamReader:
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
         self._changed = asyncio.Event()
+        self._closing = False
 
     def follow(self, history_key: str, after: int, callback: Callable[[Entry], None]) -> None:
         self.follows[history_key] = (after, callback)
@@ -343,7 +344,9 @@ class StreamReader:
 
     async def _loop(self) -> None:
         block_ms = int(self.fleet.settings.read_block_seconds * 1000)
-        while True:
+        # Not `while True`: redis-py may turn the cancellation of a blocked XREAD into a
+        # connection error, which the loop would otherwise take for an outage.
+        while not self._closing:
             if not self.follows:
                 self._changed.clear()
                 try:
@@ -384,6 +387,7 @@ class StreamReader:
                         log.exception("watch_follow_failed", key=key)
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # on the way out
