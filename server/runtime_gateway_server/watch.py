@@ -429,6 +429,8 @@ class JobWatch:
             resume_after = 0  # a point in a history this watcher does not continue
             sub.resets.add(self.job_id)
         sub.sent[self.job_id] = resume_after
+        if resume_after:  # heartbeats before the next update name the epoch resumed in
+            sub.epochs[self.job_id] = self.epoch
         if self.current is None:
             return  # the first observation reaches it
         if self.current.terminal and sub.want_result and self.current.revision > resume_after:
@@ -1299,7 +1301,8 @@ class WatchHub:
         error = GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             "UPSTREAM_UNAVAILABLE",
-            "the gateway is shutting down; reconnect with resume_after_revision",
+            "the gateway is shutting down; reconnect with resume_epoch and "
+            "resume_after_revision",
         )
         for sub in list(self._subscribers):
             sub.close(error)

@@ -185,3 +185,25 @@ def test_bad_epochs_are_refused_naming_the_field(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in caught.value.details()
     assert error_info(caught.value)[0] == "INVALID_ARGUMENT"
+
+
+def test_heartbeats_of_a_resumed_stream_carry_its_epoch(streamer: GatewayClient) -> None:
+    """A client keeps the epoch of the last message; on a resumed stream where nothing
+    changed, the heartbeats are those messages."""
+    streamer.upstream.admin("POST", "/queue/pause")
+    try:
+        job_id = _submit(streamer)
+        first = _first_state(streamer, job_id)
+        request = S.WatchJobRequest(job_id=job_id, resume_after_revision=first.revision,
+                                    resume_epoch=first.epoch)  # fmt: skip
+        heartbeats = []
+        stream = streamer.jobs.WatchJob(request, metadata=streamer.cloud(), timeout=30)
+        for message in stream:
+            assert message.update.WhichOneof("kind") == "heartbeat"
+            heartbeats.append(message.update)
+            if len(heartbeats) == 3:  # the first at once, then the idle ones (1 s apart)
+                stream.cancel()
+                break
+    finally:
+        streamer.upstream.admin("POST", "/queue/resume")
+    assert [(h.epoch, h.revision) for h in heartbeats] == [(first.epoch, first.revision)] * 3

@@ -524,6 +524,13 @@ class RuntimeJob:
             except _api().grpc.RpcError as error:
                 code = error.code()
                 if code in (
+                    _api().grpc.StatusCode.UNKNOWN,
+                    _api().grpc.StatusCode.INTERNAL,
+                ) and not reason_of(error):
+                    # Not the gateway's error (those carry a reason): a load balancer in
+                    # front cut the stream when its replica died ("Stream removed").
+                    code = _api().grpc.StatusCode.UNAVAILABLE
+                if code in (
                     _api().grpc.StatusCode.DEADLINE_EXCEEDED,
                     _api().grpc.StatusCode.UNAVAILABLE,
                 ):
