@@ -1301,8 +1301,7 @@ class WatchHub:
         error = GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             "UPSTREAM_UNAVAILABLE",
-            "the gateway is shutting down; reconnect with resume_epoch and "
-            "resume_after_revision",
+            "the gateway is shutting down; reconnect with resume_epoch and resume_after_revision",
         )
         for sub in list(self._subscribers):
             sub.close(error)
