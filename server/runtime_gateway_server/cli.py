@@ -465,6 +465,8 @@ def _log_configuration(args: argparse.Namespace, upstream: Any, tracing: bool) -
         state_dir=str(args.state_dir) if args.state_dir else "memory",
         request_id_store="redis" if args.redis_url else ("sqlite" if args.state_dir else "memory"),
         redis=_masked_redis_url(args),
+        # Whether a password reaches Redis (from the URL or --redis-password), never its value.
+        redis_password=bool(args.redis_password or _url_password(args.redis_url)),
         redis_prefix=args.redis_prefix if args.redis_url else None,
         redis_required=args.redis_required,
         metrics=args.metrics_listen,
@@ -697,6 +699,15 @@ SECRET_FLAGS = {
     "--local-runtime-url": "LOCAL_RUNTIME_URL",
     "--local-runtime-token": "LOCAL_RUNTIME_TOKEN",
 }
+
+
+def _url_password(url: str | None) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(url and urlsplit(url).password)
+    except ValueError:
+        return False
 
 
 def _masked_redis_url(args: argparse.Namespace) -> str | None:

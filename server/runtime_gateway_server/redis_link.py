@@ -150,7 +150,7 @@ class RedisLink:
             self.changed_at = time.monotonic()
         if ok:
             if was is not None:
-                log.warning("redis_up", redis=self.describe())
+                log.info("redis_up", redis=self.describe())
             else:
                 log.info("redis_connected", redis=self.describe())
         else:
