@@ -161,12 +161,17 @@ class GatewayServer:
             self._redis_watch = asyncio.create_task(self._watch_redis())
 
     async def _watch_redis(self) -> None:
-        """Pings the fleet's Redis; with `redis_required`, health follows its answers."""
+        """Pings the fleet's Redis; with `redis_required`, health follows its answers. The
+        ping is a look at the fleet marker (redis_data_loss.py), so a Redis that lost its data
+        is noticed within a second: logged, recorded, shared values re-asserted."""
+        from runtime_gateway_server.redis_data_loss import DataLossWatch
+
         link = self.options.redis
+        fleet = DataLossWatch.of(link)
         serving = True
         while True:
             try:
-                up = bool(await link.aping())
+                up = bool(await fleet.acheck())
             except Exception as error:  # anything unexpected counts as down
                 link.report(False, error)
                 up = False

@@ -28,6 +28,13 @@ When Redis does not answer:
   the entry stays pending, its lease runs out and the next claimer looks for the job before
   submitting (the same path as an owner that died). The caller keeps its answer.
 Every outcome is reported to the link (`redis_down` / `redis_up`, logged once per change).
+
+When Redis loses its data (redis_data_loss.py): every claim compares the fleet marker this
+process knows, so the first claim after a loss notices it even before the ping does. For the
+TTL after the loss (`fleet:lost_at`), a claim of an id Redis does not know returns
+`Claim(token, uncertain=(lost_at - ttl, now))`: the id may have named a job before the loss,
+so RunJob searches for it before submitting. Other claims, and `known`, are unchanged (the
+`rid-job` keys the loss erased are gone: a job adopted after the loss is recorded again).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from runtime_gateway_server.idempotency import (
     Claim,
     _different_request,
 )
+from runtime_gateway_server.redis_data_loss import DataLossWatch
 from runtime_gateway_server.redis_link import RedisLink
 
 log = structlog.get_logger("runtime_gateway_server.request_ids")
@@ -71,17 +79,29 @@ local function merge(ws, we, s, e)
 end
 """
 
-# KEYS: entry, index. ARGV: fingerprint, token, ttl ms, lease ms, wall-clock now (seconds),
-# max entries, job-key prefix.
+# KEYS: entry, index, fleet marker, fleet lost_at. ARGV: fingerprint, token, ttl ms, lease
+# ms, wall-clock now (seconds), max entries, job-key prefix, the marker this process knows.
+# A marker other than the known one means Redis lost its data since this process last
+# looked: {'lost'}, nothing written (the caller records the loss and claims again).
 _CLAIM = (
     _NOW
     + _MERGE
     + """
+if redis.call('GET', KEYS[3]) ~= ARGV[8] then return {'lost'} end
 local ttl, lease_ms, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local e = redis.call('HMGET', KEYS[1], 'fp', 'state', 'lease', 'job', 'claimed', 'ws', 'we')
 if not e[1] then
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'pending', 'lease', now + lease_ms,
              'token', ARGV[2], 'claimed', ARGV[5])
+  -- Within the TTL after a data loss, an id Redis does not know may have been used before
+  -- the loss: uncertain from the oldest id the loss could have erased up to now. Stored, so
+  -- a claimer after this owner's death searches as far back.
+  local lost = redis.call('GET', KEYS[4])
+  local ws = false
+  if lost and tonumber(ARGV[5]) < tonumber(lost) + ttl / 1000 then
+    ws = string.format('%.6f', tonumber(lost) - ttl / 1000)
+    redis.call('HSET', KEYS[1], 'ws', ws, 'we', ARGV[5])
+  end
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -94,6 +114,7 @@ if not e[1] then
       redis.call('DEL', old[i])
     end
   end
+  if ws then return {'own', ARGV[2], ws, ARGV[5]} end
   return {'own', ARGV[2]}
 end
 if e[1] ~= ARGV[1] then return {'mismatch'} end
@@ -192,6 +213,9 @@ class RedisRequestIdStore:
         self.lease_seconds = lease_seconds
         self.max_entries = max_entries
         self._index = link.key("rid-index")
+        # The fleet marker: claims compare it, and read when Redis last lost its data.
+        self.fleet = DataLossWatch.of(link)
+        self.fleet.ttl = ttl_seconds
         self._job_prefix = link.key("rid-job", "")
         client = link.sync
         self._claim = client.register_script(_CLAIM)
@@ -217,20 +241,32 @@ class RedisRequestIdStore:
         """Raises INVALID_ARGUMENT (field request_id) for another request's key, UNAVAILABLE
         when Redis does not answer."""
         token = secrets.token_hex(8)
-        args = [
-            fingerprint,
-            token,
-            max(1, int(self.ttl * 1000)),
-            max(1, int(self.lease_seconds * 1000)),
-            _seconds(time.time()),
-            self.max_entries,
-            self._job_prefix,
-        ]
-        try:
-            reply = self._run(self._claim, [self._entry(key), self._index], args)
-        except (redis.RedisError, OSError):
-            raise unavailable() from None
+        keys = [self._entry(key), self._index, self.fleet.marker_key, self.fleet.lost_at_key]
+        reply: Any = None
+        for _ in range(2):  # a loss found by the claim is recorded, then the claim is redone
+            try:
+                if not self.fleet.known:
+                    self.fleet.check()
+                args = [
+                    fingerprint,
+                    token,
+                    max(1, int(self.ttl * 1000)),
+                    max(1, int(self.lease_seconds * 1000)),
+                    _seconds(time.time()),
+                    self.max_entries,
+                    self._job_prefix,
+                    self.fleet.known,
+                ]
+                reply = self._run(self._claim, keys, args)
+                if _text(reply[0]) != "lost":
+                    break
+                self.fleet.check()
+            except (redis.RedisError, OSError) as error:
+                self.link.report(False, error)
+                raise unavailable() from None
         kind = _text(reply[0])
+        if kind == "lost":  # lost again at once: Redis is flapping; the client retries
+            raise unavailable()
         if kind == "mismatch":
             raise _different_request()
         if kind == "job":

@@ -87,17 +87,31 @@ def redis_page_token_key(link: RedisLink, wait_seconds: float = REDIS_WAIT_SECON
     `redis_waiting` once, then raises OSError (one line, password masked). A Redis that
     refuses the password fails at once.
 
-    A Redis that loses its data (no persistence, failover to an empty replica) gives the
-    replicas started afterwards a new key: their page tokens and older replicas' then do not
-    mix (INVALID_ARGUMENT page_token: the client lists again from the first page)."""
+    A Redis that loses its data (no persistence, failover to an empty replica) keeps the
+    key: the key is registered with the fleet's data-loss watch (redis_data_loss.py), so
+    running replicas re-assert it (`SET NX`) when they notice the loss, and a replica started
+    afterwards reads it. A replica that finds Redis empty (a new fleet, or a loss not noticed
+    yet) waits `SETTLE_SECONDS` first, so the running replicas' key wins."""
     import redis
     import structlog
 
+    from runtime_gateway_server.redis_data_loss import SETTLE_SECONDS, DataLossWatch
+
+    fleet = DataLossWatch.of(link)
     key = link.key("page-token-key")
     deadline = time.monotonic() + wait_seconds
     waiting = False
+    settled = False
     while True:
         try:
+            fleet.check()
+            if fleet.created_marker and not settled:
+                settled = True
+                structlog.get_logger("runtime_gateway_server").info(
+                    "redis_fleet_settling", redis=link.describe(), seconds=SETTLE_SECONDS
+                )
+                time.sleep(SETTLE_SECONDS)
+                fleet.check()
             link.sync.set(key, secrets.token_bytes(32), nx=True)
             value = link.sync.get(key)
         except redis.AuthenticationError as error:
@@ -120,4 +134,5 @@ def redis_page_token_key(link: RedisLink, wait_seconds: float = REDIS_WAIT_SECON
         link.report(True)
         if not isinstance(value, bytes) or len(value) < 32:
             raise OSError(f"Redis key {key} holds fewer than 32 bytes; delete it to make a new key")
+        fleet.keep(key, value)
         return value
