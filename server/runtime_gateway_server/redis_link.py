@@ -19,10 +19,11 @@ errors: redis-py's own error messages carry host and port only.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -38,35 +39,45 @@ log = structlog.get_logger("runtime_gateway_server.redis")
 # A call that gets no answer within this many seconds fails (and counts as Redis down).
 SOCKET_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 2.0
+MAX_CONNECTIONS = 64  # per event loop (asyncio client); calls beyond wait for one
 SCHEMES = ("redis", "rediss", "unix")
+
+
+# Everything between the scheme and the last '@' before the host is user information: read
+# from the raw text, not from urlsplit, which ends the netloc at the first '/', '?' or '#'
+# (characters a password may hold) and would then report no password at all.
+_USERINFO = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@]*)@(?P<rest>.*)$", re.S
+)
 
 
 def mask_url(url: str) -> str:
     """The URL without its password (`redis://user:***@host:6379/0`), for logs and errors."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unreadable Redis URL>"
-    if parts.password is None:
+    found = _USERINFO.match(url)
+    if found is None:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    try:
-        port: object = parts.port
-    except ValueError:  # a bad port: keep the text as given (it holds no password)
-        port = parts.netloc.rpartition("@")[2].rpartition(":")[2] or None
-    if port is not None:
-        host = f"{host}:{port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    user, colon, _ = found["userinfo"].partition(":")
+    if not colon:
+        return url  # a user name only (`redis://user@host`): no secret in it
+    return f"{found['scheme']}{user}:***@{found['rest']}"
 
 
 def check_url(url: str) -> None:
-    """Raises ValueError (with the URL masked) unless redis-py can use the URL."""
+    """Raises ValueError (with the URL masked) unless redis-py can use the URL. A password
+    with '/', '?' or '#' must be percent-encoded (or given with --redis-password): redis-py
+    would read the rest as the path and connect elsewhere."""
+    found = _USERINFO.match(url)
+    if found is not None and any(c in found["userinfo"] for c in "/?#"):
+        raise ValueError(
+            f"--redis-url {mask_url(url)}: the password holds '/', '?' or '#'; "
+            "percent-encode it, or give it with --redis-password / RUNTIME_GATEWAY_REDIS_PASSWORD"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as error:
-        raise ValueError(f"--redis-url {mask_url(url)}: {error}") from None
+    except ValueError:
+        # The parser's own message quotes the text it could not read: it may hold a password.
+        raise ValueError(f"--redis-url {mask_url(url)}: the port is not a number") from None
     if parts.scheme not in SCHEMES:
         raise ValueError(
             f"--redis-url {mask_url(url)}: the scheme must be one of {', '.join(SCHEMES)}"
@@ -119,9 +130,17 @@ class RedisLink:
         with self._lock:
             found = self._aio.get(id(loop))
             if found is None:
-                found = redis.asyncio.Redis.from_url(
-                    self.url, **self._options(), retry=AsyncRetry(NoBackoff(), 1)
+                # A blocking pool: with hundreds of watchers renewing leases at once, a
+                # call waits for a free connection instead of failing (redis-py's default
+                # pool raises MaxConnectionsError at 100, which read as "Redis is down").
+                pool = redis.asyncio.BlockingConnectionPool.from_url(
+                    self.url,
+                    max_connections=MAX_CONNECTIONS,
+                    timeout=SOCKET_TIMEOUT,
+                    **self._options(),
+                    retry=AsyncRetry(NoBackoff(), 1),
                 )
+                found = redis.asyncio.Redis.from_pool(pool)
                 self._aio[id(loop)] = found
             return found
 

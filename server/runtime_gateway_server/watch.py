@@ -406,9 +406,11 @@ class JobWatch:
         self._arrived = asyncio.Event()
         self._waiting: dict[Subscriber, tuple[int, str]] = {}
         self._republish = False  # the next observation goes into a new shared history
+        self._resend = False  # ... and to these streams too (they were told to reset)
         self._redis_only: set[int] = set()  # revisions written there only (not news here)
         self.delivered = self.revision  # the last revision delivered to this replica's streams
         self._final: Update | None = None
+        self.shown: Update | None = self.current  # the last state these streams were given
 
     # --- subscribers ------------------------------------------------------------------------
     def attach(self, sub: Subscriber, resume_after: int, resume_epoch: str = "") -> None:
@@ -425,7 +427,11 @@ class JobWatch:
     def _catch_up(self, sub: Subscriber, resume_after: int, resume_epoch: str) -> None:
         """Sends `sub` what it missed after (resume_epoch, resume_after), per the rule in
         JobUpdate.epoch: exactly the missed updates, or the current state marked `reset`."""
-        if resume_after and ((resume_epoch and resume_epoch != self.epoch) or self.current is None):
+        if resume_after and (
+            (resume_epoch and resume_epoch != self.epoch)
+            or self.current is None
+            or resume_after > max(self.revision, self.delivered)  # never numbered here
+        ):
             resume_after = 0  # a point in a history this watcher does not continue
             sub.resets.add(self.job_id)
         sub.sent[self.job_id] = resume_after
@@ -476,6 +482,8 @@ class JobWatch:
     def _deliver(self, update: Update) -> None:
         update.epoch = self.epoch
         self.delivered = update.revision
+        if update.kind == "state":
+            self.shown = update
         self.history.append(update)
         for sub in list(self.subscribers):
             sub.offer(update)
@@ -485,12 +493,13 @@ class JobWatch:
         state = state_of(job)
         key = _state_key(job)
         terminal = state in FINAL_STATES
-        if key != self.state_key or self.current is None or self._republish:
-            if key != self.state_key or self._republish:
+        forced = self._republish or self._resend
+        if key != self.state_key or self.current is None or forced:
+            if key != self.state_key or forced:
                 self.revision += 1
-                if self._republish and key == self.state_key:
+                if self._republish and not self._resend and key == self.state_key:
                     self._redis_only.add(self.revision)
-                self._republish = False
+                self._republish = self._resend = False
             self.state_key = key
             raw_state = (job.get("state") or {}).get("status")
             if not state:  # never mistake an undocumented state for "still running"
@@ -631,13 +640,32 @@ class JobWatch:
             # The leader, or alone: poll when due, and come back to renew the lease.
             now = time.monotonic()
             if now >= next_poll:
-                outcome = await self._poll_once(first, interval)
+                keeper = None
+                if self.role == "leader":  # a slow upstream call must not lose the lease
+                    keeper = asyncio.get_running_loop().create_task(self._keep_lease(check))
+                try:
+                    outcome = await self._poll_once(first, interval)
+                finally:
+                    if keeper is not None:
+                        keeper.cancel()
                 first = None
                 if outcome is None or outcome < 0:
                     return  # ended here (delivered), or with an error streams were told
                 interval = outcome
                 next_poll = time.monotonic() + interval
             await asyncio.sleep(max(0.0, min(check, next_poll - time.monotonic())))
+
+    async def _keep_lease(self, every: float) -> None:
+        fleet = self.hub.fleet
+        assert fleet is not None and self.keys is not None
+        while True:
+            await asyncio.sleep(every)
+            try:
+                mine, _ = await fleet.claim(self.keys, self.holder)
+            except FleetUnavailable:
+                continue
+            if not mine:
+                return  # taken over: this round's writes will be refused
 
     async def _flush(self) -> None:
         """Leader: writes the updates of this round to the shared history, then delivers
@@ -660,7 +688,11 @@ class JobWatch:
             if not written.ok:
                 log.info("watch_lead_lost", job_id=self.job_id, conflict=written.conflict)
                 self.role = "new"  # the next round follows whoever writes now
-                self.revision = self.delivered  # what was not written was never news here
+                # What was not written was never news here: forget it, so the next
+                # observation (if this watcher leads again) publishes it.
+                self.revision = self.delivered
+                self.current = self.shown
+                self.state_key = _state_key(self.shown.job or {}) if self.shown else ()
                 self._redis_only.clear()
                 return
             self.epoch = written.epoch
@@ -752,8 +784,12 @@ class JobWatch:
         for sub in list(self.subscribers):  # it cannot know what it missed
             sub.sent[self.job_id] = 0
             sub.resets.add(self.job_id)
-            if self.current is not None:
+            if self.current is not None and not leading:
                 sub.offer(self.current)
+        if leading:
+            # The stored state may be older than what these streams saw (this replica
+            # polled alone): they get the state observed next, marked reset, instead.
+            self._resend = True
 
     def _sync_waiting(self) -> None:
         self.synced = True
@@ -767,6 +803,7 @@ class JobWatch:
         self.revision = max(self.revision, update.revision)
         self.delivered = update.revision
         if update.kind == "state":
+            self.shown = update
             self.current = update
             self.state_key = _state_key(update.job or {})
         self.history.append(update)

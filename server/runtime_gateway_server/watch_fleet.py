@@ -63,6 +63,9 @@ class FleetSettings:
     history: int = 64  # entries kept per job
     history_ttl: float = 3600.0  # seconds a job's history lives after its last write
     read_block_seconds: float = 1.0  # one XREAD BLOCK (below the link's socket timeout)
+    # A call that takes longer counts as Redis unavailable: a Redis that hangs must not
+    # stall the watchers' own polling (they poll alone meanwhile).
+    call_timeout: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,10 @@ end
 local ok = redis.pcall('XADD', KEYS[2], 'MAXLEN', ARGV[4], ARGV[2] .. '-0',
   'e', epoch, 'd', ARGV[3])
 if type(ok) == 'table' and ok.err then
-  return {-2, epoch}
+  if string.find(ok.err, 'equal or smaller', 1, true) then
+    return {-2, epoch}
+  end
+  return redis.error_reply(ok.err)
 end
 if ARGV[7] == '1' then
   redis.call('SET', KEYS[4], ARGV[2] .. ' ' .. ARGV[3], 'PX', ARGV[5])
@@ -201,7 +207,10 @@ class FleetWatch:
 
     async def _run(self, call: Callable[[], Any]) -> Any:
         try:
-            result = await call()
+            result = await asyncio.wait_for(call(), self.settings.call_timeout)
+        except TimeoutError as error:
+            self.link.report(False, error)
+            raise FleetUnavailable("Redis did not answer in time") from None
         except _REDIS_ERRORS as error:
             self.link.report(False, error)
             raise FleetUnavailable(str(error)[:200]) from None
