@@ -7,12 +7,15 @@ does the whole thing reproducibly and within a time bound:
 
 1. `pip download --no-binary :all: --no-deps qiskit-ibm-runtime==VERSION` into a cache
    directory (once), and extracts the sdist into a temporary directory;
-2. starts `runtime-gateway local-runtime` on a free loopback port with a fixed token;
-3. runs pytest on `test/integration` with the suite's environment (`QISKIT_IBM_TOKEN`,
+2. installs into this interpreter what the suite runs as a command, pinned as the sdist's
+   `test` extra pins it (`pproxy`, the HTTP proxy `test_proxies` starts), when it is missing;
+3. starts `runtime-gateway local-runtime` on a free loopback port with a fixed token;
+4. runs pytest on `test/integration` with the suite's environment (`QISKIT_IBM_TOKEN`,
    `QISKIT_IBM_URL` under a made-up `.test` domain — so tests marked `production` skip
    themselves —, `QISKIT_IBM_INSTANCE`, `QISKIT_IBM_QPU`) and the proxy variables
-   (`HTTP_PROXY` to the local runtime, `IAM_URL`);
-4. prints passed/failed/skipped per test file and every failure with its first error line,
+   (`HTTP_PROXY` to the local runtime, `IAM_URL`), with this interpreter's scripts directory
+   first on `PATH` (so the suite finds `pproxy`);
+5. prints passed/failed/skipped per test file and every failure with its first error line,
    from pytest's JUnit XML; `--json FILE` writes the same summary as JSON.
 
     .venv/bin/python tools/sdk_integration.py                 # the whole suite
@@ -72,6 +75,46 @@ def extract(sdist: Path, into: Path) -> Path:
         archive.extractall(into, filter="data")
     (root,) = [p for p in into.iterdir() if p.is_dir()]
     return root
+
+
+# Tools the suite starts as commands (by name, from PATH), not imports: pytest's own plugins
+# and the SDK's dependencies are this interpreter's already.
+SUITE_COMMANDS = ("pproxy",)
+
+
+def suite_requirements(root: Path) -> list[str]:
+    """The requirements of the sdist's `test` extra for `SUITE_COMMANDS` (e.g.
+    `pproxy==2.7.8`), as its pyproject.toml pins them."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = []
+    for text in project.get("optional-dependencies", {}).get("test", []):
+        if Requirement(text).name in SUITE_COMMANDS:
+            wanted.append(text)
+    return wanted
+
+
+def install_suite_requirements(root: Path) -> None:
+    """pip-installs into this interpreter each of `suite_requirements` not already met."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    missing = []
+    for text in suite_requirements(root):
+        requirement = Requirement(text)
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            installed = None
+        if installed is None or not requirement.specifier.contains(installed, prereleases=True):
+            missing.append(text)
+    if missing:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", *missing], check=True, timeout=600
+        )
 
 
 def start_local_runtime(log_path: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
@@ -167,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sdk-version", default="0.51.0")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where the sdist is kept")
-    parser.add_argument("--timeout", type=float, default=1800, help="whole run, seconds")
+    parser.add_argument("--timeout", type=float, default=3600, help="whole run, seconds")
     parser.add_argument("--test-timeout", type=float, default=300, help="one test, seconds")
     parser.add_argument("--qpu", default=DEFAULT_QPU, help="QISKIT_IBM_QPU")
     parser.add_argument("--instance", default=INSTANCE, help="QISKIT_IBM_INSTANCE")
@@ -181,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     sdist = fetch_sdist(args.sdk_version, args.cache)
     work = Path(tempfile.mkdtemp(prefix="sdk-integration-"))
     root = extract(sdist, work)
+    install_suite_requirements(root)
     runtime, ready = start_local_runtime(work / "local-runtime.log")
     try:
         seed_history(ready, args.instance, args.qpu)
@@ -194,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         IAM_URL=f"http://iam.{DOMAIN}",
         QISKIT_IBM_TOKEN=TOKEN, QISKIT_IBM_URL=f"http://{DOMAIN}",
         QISKIT_IBM_INSTANCE=args.instance, QISKIT_IBM_QPU=args.qpu,
+        # The suite starts `pproxy` by name; run as .venv/bin/python, PATH may lack .venv/bin.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     )  # fmt: skip
     junit = work / "junit.xml"
     targets = [f"test/integration/{t}" for t in args.tests] or ["test/integration"]
