@@ -154,3 +154,26 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+class RequestCounts:
+    """How many requests each `METHOD path` received since the last `clear`, unbounded in
+    time (the request log keeps only the last entries): what the fleet tests and benchmark
+    count upstream GETs per job with. Paths are the emulated services' (ids included)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def record(self, request: Request) -> None:
+        key = f"{request.method} {request.path}"
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()

@@ -35,7 +35,13 @@ from runtime_gateway_local.execution import (
     WorkerPool,
     memory_failure,
 )
-from runtime_gateway_local.faults import DROP, FaultConfig, FaultInjector, RequestLog
+from runtime_gateway_local.faults import (
+    DROP,
+    FaultConfig,
+    FaultInjector,
+    RequestCounts,
+    RequestLog,
+)
 from runtime_gateway_local.http import (
     Dispatcher,
     HttpError,
@@ -103,6 +109,7 @@ class LocalRuntime(Dispatcher):
         self.min_job_seconds = 0.0  # every job, simulators too: PUT /_local/execution
         self.job_seconds = self.settings.job_seconds  # devices only: PUT /_local/execution
         self.requests = RequestLog()
+        self.request_counts = RequestCounts()  # GET/DELETE /_local/request-counts
         self.router = Router()
         auth_routes.add_routes(self.router, self)
         runtime_routes.add_routes(self.router, self)
@@ -260,6 +267,7 @@ class LocalRuntime(Dispatcher):
             response = HttpError(500, "Internal error in the local runtime.").response(trace)
         if service != "admin":
             self.requests.record(service, request, response.status)
+            self.request_counts.record(request)
         log.debug(
             "http_request",
             service=service,
@@ -307,6 +315,13 @@ class LocalRuntime(Dispatcher):
 
         def clear_requests(_: Request) -> Response:
             self.requests.clear()
+            return Response.empty()
+
+        def get_request_counts(_: Request) -> Response:
+            return Response.json({"counts": self.request_counts.snapshot()})
+
+        def clear_request_counts(_: Request) -> Response:
+            self.request_counts.clear()
             return Response.empty()
 
         def pause(_: Request) -> Response:
@@ -364,6 +379,8 @@ class LocalRuntime(Dispatcher):
             ("POST", "/tokens/expire", expire_tokens),
             ("GET", "/requests", get_requests),
             ("DELETE", "/requests", clear_requests),
+            ("GET", "/request-counts", get_request_counts),
+            ("DELETE", "/request-counts", clear_request_counts),
             ("POST", "/queue/pause", pause),
             ("POST", "/queue/resume", resume),
             ("PUT", "/backends/{name}/status", backend_status),

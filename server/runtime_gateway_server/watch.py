@@ -426,21 +426,26 @@ class JobWatch:
 
     def _catch_up(self, sub: Subscriber, resume_after: int, resume_epoch: str) -> None:
         """Sends `sub` what it missed after (resume_epoch, resume_after), per the rule in
-        JobUpdate.epoch: exactly the missed updates, or the current state marked `reset`."""
+        JobUpdate.epoch: exactly the missed updates, or the current state marked `reset`.
+
+        Only what these streams were given counts (`shown`, `delivered`, `history`): a
+        leader's newer observation may still be on its way to Redis (`_outbox`), without
+        its epoch, and is delivered to every subscriber once written."""
+        current = self.shown
         if resume_after and (
             (resume_epoch and resume_epoch != self.epoch)
-            or self.current is None
-            or resume_after > max(self.revision, self.delivered)  # never numbered here
+            or current is None
+            or resume_after > self.delivered  # never numbered here
         ):
             resume_after = 0  # a point in a history this watcher does not continue
             sub.resets.add(self.job_id)
         sub.sent[self.job_id] = resume_after
         if resume_after:  # heartbeats before the next update name the epoch resumed in
             sub.epochs[self.job_id] = self.epoch
-        if self.current is None:
+        if current is None:
             return  # the first observation reaches it
-        if self.current.terminal and sub.want_result and self.current.revision > resume_after:
-            if state_of(self.current.job or {}) == "COMPLETED" and not self.result_json:
+        if current.terminal and sub.want_result and current.revision > resume_after:
+            if state_of(current.job or {}) == "COMPLETED" and not self.result_json:
                 if resume_after:
                     missed = [u for u in self.history if u.revision > resume_after]
                     if not missed or missed[0].revision != resume_after + 1:
@@ -451,13 +456,13 @@ class JobWatch:
         if resume_after and missed and missed[0].revision == resume_after + 1:
             for update in missed:  # exactly what it missed
                 sub.offer(update)
-        elif self.current.revision > resume_after or not resume_after:
+        elif current.revision > resume_after or not resume_after:
             if resume_after:
                 sub.resets.add(self.job_id)  # it missed more than is kept
-            sub.offer(self.current)
+            sub.offer(current)
         else:
-            sub.offer(heartbeat_update(self.job_id, self.revision, self.epoch))
-        if self.current.terminal and sub.single_job:
+            sub.offer(heartbeat_update(self.job_id, self.delivered, self.epoch))
+        if current.terminal and sub.single_job:
             sub.finished = True
 
     def detach(self, sub: Subscriber) -> None:
@@ -770,13 +775,15 @@ class JobWatch:
             if state is not None and state.revision >= known:
                 self.current = state
                 self.state_key = _state_key(state.job or {})
+                if state.revision <= self.delivered:
+                    self.shown = state
             return
         self.epoch = epoch
         self.history.clear()
         self.history.extend(updates)
         self.revision = self.delivered = newest
         if state is not None:
-            self.current = state
+            self.current = self.shown = state
             self.state_key = _state_key(state.job or {})
         if not self.synced:
             self._sync_waiting()
@@ -784,8 +791,8 @@ class JobWatch:
         for sub in list(self.subscribers):  # it cannot know what it missed
             sub.sent[self.job_id] = 0
             sub.resets.add(self.job_id)
-            if self.current is not None and not leading:
-                sub.offer(self.current)
+            if self.shown is not None and not leading:
+                sub.offer(self.shown)
         if leading:
             # The stored state may be older than what these streams saw (this replica
             # polled alone): they get the state observed next, marked reset, instead.
@@ -975,8 +982,8 @@ class JobWatch:
     async def _deliver_with_result(self, sub: Subscriber) -> None:
         """A subscriber that came after the end and asked for the result."""
         await self._fetch_result()
-        if self.current is not None:
-            sub.offer(Update(**{**self.current.__dict__, "result_json": self.result_json or ""}))
+        if self.shown is not None:
+            sub.offer(Update(**{**self.shown.__dict__, "result_json": self.result_json or ""}))
         if sub.single_job:
             sub.finished = True
 
