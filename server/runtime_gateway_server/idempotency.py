@@ -641,6 +641,8 @@ class RequestIds:
                 try:
                     if not self.store.renew(key, token):
                         self._release(key, token)  # lost (a stall): settling will say so
-                except Exception:  # a locked or broken store: the lease may run out
-                    log.exception("request_id_renew_failed")
+                except Exception as error:  # a locked or broken store: the lease may run out
+                    # One line, no traceback: during a Redis outage this repeats for every
+                    # submission in flight (the link logs the outage itself once).
+                    log.warning("request_id_renew_failed", error=type(error).__name__)
             time.sleep(interval)
