@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -29,11 +30,22 @@ class RedisServer:
     password: str | None = None
     port: int = field(default_factory=free_port)
     popen: subprocess.Popen[bytes] | None = None
+    # TLS only (`rediss://`): a directory with ca.pem, server.pem and server.key for 127.0.0.1.
+    tls: Path | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls / 'ca.pem'}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+        if self.tls is None:
+            return sock
+        context = ssl.create_default_context(cafile=str(self.tls / "ca.pem"))
+        return context.wrap_socket(sock, server_hostname="127.0.0.1")
 
     def start(self, timeout: float = 20.0) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -51,6 +63,15 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls is not None:
+            args[args.index("--port") + 1] = "0"  # TLS only
+            args += [
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls / "server.pem"),
+                "--tls-key-file", str(self.tls / "server.key"),
+                "--tls-ca-cert-file", str(self.tls / "ca.pem"),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         self.directory.mkdir(parents=True, exist_ok=True)
         self.popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -58,7 +79,7 @@ class RedisServer:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.popen.returncode}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                with self._connect() as sock:
                     if self.password:
                         sock.sendall(f"AUTH {self.password}\r\n".encode())
                         sock.recv(64)
