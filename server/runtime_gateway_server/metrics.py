@@ -127,6 +127,20 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
     "Seconds watchers waited for their account's upstream request budget.",
 )
 
+# --- the fleet (Redis) -------------------------------------------------------------------------
+REDIS_UP = Gauge(
+    "runtime_gateway_redis_up",
+    "1 while the fleet's Redis answers, 0 while it does not (absent without --redis-url).",
+    multiprocess_mode="livemin",
+)
+WATCH_ROLES = Gauge(
+    "runtime_gateway_watch_roles",
+    "Watched jobs by this replica's role: leader (it polls), follower (another replica "
+    "polls), alone (Redis unreachable: it polls on its own).",
+    ("role",),
+    multiprocess_mode="livesum",
+)
+
 # --- serving status (/healthz) -----------------------------------------------------------------
 # `livemax` with `serve --workers N`: the supervisor's /healthz is 200 while any worker serves
 # (the kernel only hands connections to workers that listen; a draining worker has stopped).

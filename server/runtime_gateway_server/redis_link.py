@@ -33,6 +33,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from runtime_gateway_server.logs import SECRETS
+from runtime_gateway_server.metrics import REDIS_UP
 
 log = structlog.get_logger("runtime_gateway_server.redis")
 
@@ -167,6 +168,7 @@ class RedisLink:
             was = self.up
             self.up = ok
             self.changed_at = time.monotonic()
+            REDIS_UP.set(1 if ok else 0)
         if ok:
             if was is not None:
                 log.info("redis_up", redis=self.describe())

@@ -50,6 +50,7 @@ from runtime_gateway_server.metrics import (
     RATE_LIMIT_WAIT_SECONDS,
     RATE_LIMIT_WAITS,
     UPDATES_COALESCED,
+    WATCH_ROLES,
     WATCHED_JOBS,
 )
 from runtime_gateway_server.upstream import Deadline
@@ -357,6 +358,9 @@ class _Memory:
     epoch: str
 
 
+_COUNTED_ROLES = ("leader", "follower", "alone")
+
+
 def _state_key(job: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two observations of a job different updates."""
     return (state_of(job), (job.get("state") or {}).get("reason"), tuple(job.get("tags") or ()))
@@ -397,7 +401,7 @@ class JobWatch:
         # Fleet: the role, the Redis keys, updates waiting for the shared history, entries
         # the history brought, subscribers waiting for the first read of the history.
         fleet = hub.fleet
-        self.role = "" if fleet is None else "new"
+        self._role = "" if fleet is None else "new"
         self.synced = fleet is None
         self.keys = fleet.keys(key[0], key[1]) if fleet is not None else None
         self.holder = f"{fleet.replica}:{secrets.token_hex(3)}" if fleet is not None else ""
@@ -411,6 +415,21 @@ class JobWatch:
         self.delivered = self.revision  # the last revision delivered to this replica's streams
         self._final: Update | None = None
         self.shown: Update | None = self.current  # the last state these streams were given
+
+    @property
+    def role(self) -> str:
+        return self._role
+
+    @role.setter
+    def role(self, role: str) -> None:
+        """Also counted by role (runtime_gateway_watch_roles) for operators."""
+        if role == self._role:
+            return
+        if self._role in _COUNTED_ROLES:
+            WATCH_ROLES.labels(self._role).dec()
+        if role in _COUNTED_ROLES:
+            WATCH_ROLES.labels(role).inc()
+        self._role = role
 
     # --- subscribers ------------------------------------------------------------------------
     def attach(self, sub: Subscriber, resume_after: int, resume_epoch: str = "") -> None:
@@ -542,6 +561,7 @@ class JobWatch:
             self.done = True
             if self.hub.fleet is not None:
                 self._leave_fleet()
+                self.role = "done"
             self.hub.retire(self)
 
     async def _poll_until_terminal(self, first: dict[str, Any] | None) -> None:
