@@ -21,6 +21,14 @@ does the whole thing reproducibly and within a time bound:
     .venv/bin/python tools/sdk_integration.py                 # the whole suite
     .venv/bin/python tools/sdk_integration.py -k test_backend  # a subset (pytest -k)
 
+The QPU defaults to `test_eagle_kyiv` (the ibm_kyiv Eagle snapshot under a `test_eagle*`
+name, the only names the suite's `backend_test` fixture accepts). Not `test_eagle_brisbane`:
+the suite's mirror circuit (`make_mirror_circuit_with_phases`, 2 qubits) only puts an ECR
+from qubit 0 to qubit 1 when the device supports that direction. Brisbane's ECR on that pair
+runs 1->0 only, so the circuit has no two-qubit gate, the PEC samplex no layer to twirl, and
+`test_pec_estimator` fails ("Results must contain 'pauli_signs'"); kyiv's runs 0->1.
+`--qpu test_eagle_brisbane` still runs on brisbane.
+
 The SDK under test is the one installed in this interpreter (it must be the same version
 as the suite). Exit status: 0 when the suite ran (whatever its outcome), 2 when it could
 not run or overran `--timeout`.
@@ -50,7 +58,7 @@ INSTANCE = (
     "a/0123456789abcdef0123456789abcdef:local-runtime-internal::"
 )
 HISTORY_JOBS = 11  # finished jobs in the suite's instance before it starts (see seed_history)
-DEFAULT_QPU = "test_eagle_brisbane"  # a 127-qubit Eagle (the ibm_brisbane snapshot)
+DEFAULT_QPU = "test_eagle_kyiv"  # a 127-qubit Eagle (ibm_kyiv), ECR 0->1: see the docstring
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "runtime-gateway")
 
 

@@ -29,9 +29,16 @@ DEFAULT_DEVICES: dict[str, str] = {
 }
 
 # Test devices: IBM's integration suite (the SDK's `backend_test` fixture) only accepts
-# backends named `test_eagle*`. An alias of a 127-qubit Eagle snapshot, same data, own name;
-# present when its snapshot is served.
-TEST_DEVICES: dict[str, str] = {"test_eagle_brisbane": "brisbane"}
+# backends named `test_eagle*`. Alias -> (snapshot directory, fake backend class): a
+# 127-qubit Eagle snapshot under its own name, served by the default catalog whether or not
+# the snapshot is also served under its own name (visible to internal instances only, see
+# instances.py). Two, because the Eagles' ECR gates run one way per qubit pair: brisbane has
+# ECR 1->0 only, kyiv has ECR 0->1, which the suite's PEC test needs: its mirror circuit
+# gets an ECR only if qubit 0 -> 1 is supported, and PEC needs a two-qubit layer.
+TEST_DEVICES: dict[str, tuple[str, str]] = {
+    "test_eagle_brisbane": ("brisbane", "FakeBrisbane"),  # ibm_brisbane, ECR 1->0 on (0, 1)
+    "test_eagle_kyiv": ("kyiv", "FakeKyiv"),  # ibm_kyiv, ECR 0->1 on (0, 1)
+}
 
 SIMULATOR_NAME = "ibmq_qasm_simulator"
 SIMULATOR_QUBITS = 32
@@ -199,22 +206,21 @@ class BackendCatalog:
     """The backends one local runtime serves, by name."""
 
     def __init__(self, devices: dict[str, str] | None = None, include_simulator: bool = True):
+        """`devices`: snapshot directory -> fake backend class; None serves `DEFAULT_DEVICES`
+        plus `TEST_DEVICES` (a custom set serves exactly its devices, no test devices)."""
         self._entries: dict[str, BackendEntry] = {}
-        served = devices or DEFAULT_DEVICES
-        for directory, fake_class in served.items():
+        for directory, fake_class in (devices or DEFAULT_DEVICES).items():
             config = _device_configuration(directory)
             properties = _snapshot(directory, "props")
             name = config["backend_name"]
             self._entries[name] = BackendEntry(name, config, properties, fake_class)
-        for alias, directory in TEST_DEVICES.items():
-            if directory not in served:
-                continue
+        for alias, (directory, fake_class) in ({} if devices else TEST_DEVICES).items():
             config = _device_configuration(directory)
             config["backend_name"] = alias
             config["description"] = f"Test device of the local runtime (the {directory} snapshot)"
             properties = _snapshot(directory, "props")
             properties["backend_name"] = alias
-            self._entries[alias] = BackendEntry(alias, config, properties, served[directory])
+            self._entries[alias] = BackendEntry(alias, config, properties, fake_class)
         if include_simulator:
             self._entries[SIMULATOR_NAME] = BackendEntry(
                 SIMULATOR_NAME, simulator_configuration(), None, None

@@ -18,7 +18,9 @@ import requests
 from runtime_gateway_local.runtime import LocalRuntime
 from tests.local_runtime.conftest import Client, sampler_params
 
-TEST_DEVICE = "test_eagle_brisbane"  # a name the SDK's `backend_test` fixture accepts
+# Names the SDK's `backend_test` fixture accepts: 127-qubit Eagles whose ECR on qubits (0, 1)
+# runs in opposite directions (the suite's PEC test needs 0 -> 1).
+TEST_DEVICES = {"test_eagle_brisbane": [1, 0], "test_eagle_kyiv": [0, 1]}
 
 
 def _iam_headers(client: Client) -> dict[str, str]:
@@ -151,14 +153,37 @@ def test_test_devices_are_visible_to_the_internal_instance_only(
     shared_runtime: LocalRuntime, client: Client
 ) -> None:
     internal = _client_for(shared_runtime, "internal")
-    assert TEST_DEVICE in {d["name"] for d in internal.call("GET", "/backends").json()["devices"]}
-    config = internal.call("GET", f"/backends/{TEST_DEVICE}/configuration").json()
-    assert config["backend_name"] == TEST_DEVICE and config["n_qubits"] == 127
+    listed = {d["name"] for d in internal.call("GET", "/backends").json()["devices"]}
+    assert {name for name in listed if name.startswith("test_eagle")} == set(TEST_DEVICES)
+    for device, ecr in TEST_DEVICES.items():
+        config = internal.call("GET", f"/backends/{device}/configuration").json()
+        assert config["backend_name"] == device and config["n_qubits"] == 127
+        # An Eagle's coupling map is its ECR directions.
+        assert ecr in config["coupling_map"] and ecr[::-1] not in config["coupling_map"]
 
-    assert TEST_DEVICE not in {d["name"] for d in client.call("GET", "/backends").json()["devices"]}
-    assert client.call("GET", f"/backends/{TEST_DEVICE}/configuration").status_code == 404
-    payload = {"program_id": "sampler", "backend": TEST_DEVICE, "params": sampler_params()}
-    assert client.call("POST", "/jobs", data=json.dumps(payload)).status_code == 400
+        assert device not in {d["name"] for d in client.call("GET", "/backends").json()["devices"]}
+        assert client.call("GET", f"/backends/{device}/configuration").status_code == 404
+        payload = {"program_id": "sampler", "backend": device, "params": sampler_params()}
+        assert client.call("POST", "/jobs", data=json.dumps(payload)).status_code == 400
+
+
+def test_the_kyiv_test_device_runs_an_ecr_from_qubit_0_to_1(shared_runtime: LocalRuntime) -> None:
+    """What the SDK suite's PEC test needs (its mirror circuit's ECR 0 -> 1), run by a worker
+    on the kyiv snapshot; the brisbane one refuses that circuit as not ISA."""
+    from qiskit import QuantumCircuit
+
+    circuit = QuantumCircuit(2)
+    circuit.x(0)
+    circuit.ecr(0, 1)
+    circuit.measure_all()
+    internal = _client_for(shared_runtime, "internal")
+    params = sampler_params(shots=100, circuit=circuit)
+    refused = internal.call("POST", "/jobs", data=json.dumps(
+        {"program_id": "sampler", "backend": "test_eagle_brisbane", "params": params}
+    ))  # fmt: skip
+    assert refused.status_code == 400 and "ecr" in refused.text.lower()
+    job_id = internal.submit(backend="test_eagle_kyiv", params=params)
+    assert internal.wait(job_id)["state"]["status"] == "Completed"
 
 
 # --- jobs -------------------------------------------------------------------------------------
