@@ -16,7 +16,7 @@ from runtime_gateway_server import results
 from runtime_gateway_server.accounts import Account
 from runtime_gateway_server.backends import Backend, Status
 from runtime_gateway_server.ibm import Instance
-from runtime_gateway_server.jobs import created_of, state_of
+from runtime_gateway_server.jobs import created_of, state_of, visible_tags
 
 CHANNEL_TO_PROTO = {
     "ibm_quantum": accounts_pb2.CHANNEL_IBM_QUANTUM,
@@ -126,7 +126,7 @@ def job(data: dict[str, Any], with_inputs: bool = False) -> jobs_pb2.Job:
         status_reason_code=int(state.get("reason_code") or state.get("reasonCode") or 0),
         create_time=timestamp(created_of(data)) if data.get("created") else None,
         session_id=str(data.get("session_id") or ""),
-        tags=[str(t) for t in data.get("tags") or []],
+        tags=visible_tags(data.get("tags")),
         instance=_job_instance(data),
         private=bool(data.get("private", False)),
         estimated_running_time_seconds=float(data.get("estimated_running_time_seconds") or 0),

@@ -37,6 +37,25 @@ from runtime_gateway_server.upstream import Deadline, Reply, error_from_reply
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 IMAGE_PATTERN = re.compile(r"^[a-zA-Z0-9._/-]+:[a-zA-Z0-9._-]+$")
 UPSTREAM_PAGE_LIMIT = 200
+# A job submitted with a request id carries one more tag, derived from the account and the
+# request id: IBM has no client-chosen job id or idempotency key, and a tag is the one mark a
+# client can put on a job and search for. Reconciliation (`_find_submitted`) adopts only a
+# job carrying the tag of the id being retried, never another request's identical job. The
+# gateway hides these tags in its answers (`convert.job`).
+REQUEST_TAG_PREFIX = "rg-request-"
+
+
+def request_tag(account_key: str, request_id: str) -> str:
+    """The tag of a request id (`rg-request-` + 20 hex digits of a SHA-256)."""
+    digest = hashlib.sha256(f"{account_key}\n{request_id}".encode()).hexdigest()[:20]
+    return REQUEST_TAG_PREFIX + digest
+
+
+def visible_tags(tags: Any) -> list[str]:
+    """A job's tags without the gateway's own request tags."""
+    return [str(t) for t in tags or [] if not str(t).startswith(REQUEST_TAG_PREFIX)]
+
+
 MAX_PAGE_SIZE = 1000
 # IBM pages with offsets; far beyond any account's job count, and bounded so a caller
 # cannot make the gateway walk an unbounded offset.
@@ -225,9 +244,10 @@ class JobOperations:
         deadline: Deadline,
     ) -> dict[str, Any] | None:
         """A job a failed-looking attempt created: same program, backend, tags and inputs,
-        created between that attempt's start and now, and owned by no other request id. (IBM has no
-        client-chosen job ids to ask for. An identical submission made by the same account
-        during that same window is indistinguishable; it would be adopted.)"""
+        carrying this request id's tag (`request_tag`), created between that attempt's start
+        and now, and owned by no other request id. (IBM has no client-chosen job ids to ask
+        for; the tag tells this request's job from an identical one submitted by another
+        request, which is never adopted.)"""
         margin = 1.0  # clock skew between the gateway and IBM
         params: dict[str, Any] = {
             "program": request.program_id,
@@ -237,8 +257,8 @@ class JobOperations:
         }
         if request.backend:
             params["backend"] = request.backend
-        if request.tags:
-            params["tags"] = list(request.tags)
+        marker = request_tag(client.account.key, request.request_id)
+        params["tags"] = [*request.tags, marker]
         reply = client.runtime("GET", "/jobs", deadline, params=params)
         if not reply.ok:
             raise error_from_reply(reply)
@@ -248,8 +268,9 @@ class JobOperations:
         for job in jobs if isinstance(jobs, list) else []:
             if not isinstance(job, dict) or self.request_ids.known(str(job.get("id"))):
                 continue
-            if set(job.get("tags") or []) != set(request.tags):
-                continue
+            tags = set(job.get("tags") or [])
+            if marker not in tags or set(visible_tags(tags)) != set(request.tags):
+                continue  # another request's job, however identical
             sent = job.get("params")
             if isinstance(sent, str):
                 try:
@@ -297,8 +318,11 @@ class JobOperations:
             raise invalid_argument(
                 "backend", f"is required for the {client.account.channel} channel"
             )
-        if request.tags:
-            fields["tags"] = list(request.tags)
+        tags = list(request.tags)
+        if request.request_id:
+            tags.append(request_tag(client.account.key, request.request_id))
+        if tags:
+            fields["tags"] = tags
         if request.log_level:
             fields["log_level"] = request.log_level.upper()
         if request.max_execution_time:
@@ -563,6 +587,10 @@ def _check_tags(tags: list[str]) -> None:
     if any(not t for t in tags):  # the whole list is named (as before), not tags[i]
         raise invalid_argument("tags", "must be non-empty strings")
     check_tags("tags", tags)
+    if any(t.startswith(REQUEST_TAG_PREFIX) for t in tags):
+        raise invalid_argument(
+            "tags", f"tags starting with {REQUEST_TAG_PREFIX!r} are reserved by the gateway"
+        )
 
 
 def check_inputs(text: str) -> None:

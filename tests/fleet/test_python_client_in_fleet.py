@@ -20,7 +20,8 @@ def test_result_survives_the_death_of_the_replica_streaming_it(
 ) -> None:
     monkeypatch.setenv("RUNTIME_GATEWAY_ADDRESS", fleet.haproxy.address)
     service = QiskitRuntimeService(channel="local")
-    fleet.runtime.admin("PUT", "/execution", json={"min_seconds": 8})
+    # Held in the queue until the stream's replica is dead: nothing can end it earlier.
+    fleet.runtime.admin("POST", "/queue/pause")
     outcome: dict[str, Any] = {}
     try:
         job = service.run(  # the 0.21 program-level call, with plain PUB inputs
@@ -39,6 +40,7 @@ def test_result_survives_the_death_of_the_replica_streaming_it(
         waiter.start()
 
         def streaming() -> Any:
+            assert waiter.is_alive(), f"result() returned early: {outcome!r}"
             for replica in fleet.replicas:
                 if replica.running() and replica.metric(
                     "runtime_gateway_open_streams", method="WatchJob"
@@ -48,10 +50,11 @@ def test_result_survives_the_death_of_the_replica_streaming_it(
 
         carrier = eventually(streaming, 30, "a replica carrying the client's WatchJob")
         carrier.kill9()
+        fleet.runtime.admin("POST", "/queue/resume")
         waiter.join(150)
         assert not waiter.is_alive()
     finally:
-        fleet.runtime.admin("PUT", "/execution", json={"min_seconds": 0})
+        fleet.runtime.admin("POST", "/queue/resume")
     assert "error" not in outcome, repr(outcome.get("error"))
     assert outcome["result"] is not None
     assert job.status() == "DONE"

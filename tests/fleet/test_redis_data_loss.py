@@ -160,6 +160,21 @@ def test_a_retry_after_redis_lost_its_data_returns_the_first_job(fleet: Fleet) -
     assert other.id != job.id and sorted(fleet.job_ids(tag)) == sorted([job.id, other.id])
 
 
+def test_after_a_loss_another_request_never_adopts_an_identical_job(fleet: Fleet) -> None:
+    """Identical submissions are common (the same circuit run again). After a loss every
+    request id Redis does not know is searched for, and the search must find only the job of
+    that id (its request tag), not another request's identical job made before the loss."""
+    first = fleet.start()
+    tag = f"twin-{time.monotonic_ns()}"
+    before = first.run("the-first-run", tags=(tag,))
+    fleet.lose_redis_data()
+    again = first.run("the-second-run", tags=(tag,))
+    assert again.id != before.id
+    assert sorted(fleet.job_ids(tag)) == sorted([before.id, again.id])
+    # The gateway's own tag never shows: the caller sees the tags it gave.
+    assert list(again.tags) == [tag] and list(before.tags) == [tag]
+
+
 def _pages(gateway: Gateway, tag: str, token: str = "") -> jobs_pb2.ListJobsResponse:
     request = jobs_pb2.ListJobsRequest(page_size=2, tags=[tag], page_token=token)
     return gateway.jobs.ListJobs(request, timeout=30)

@@ -265,3 +265,28 @@ def test_a_job_created_after_the_gateway_gave_up_is_adopted_by_the_retry(
     retried = gateway.jobs.RunJob(_request(tag, request_id), metadata=gateway.cloud(), timeout=30)
     assert retried.replayed
     assert _jobs_tagged(gateway, tag) == [retried.job.id]
+
+
+def test_jobs_carry_a_hidden_request_tag_and_callers_cannot_forge_one(
+    gateway: GatewayClient, upstream: Upstream
+) -> None:
+    """A job submitted with a request id carries the gateway's request tag at IBM (what
+    reconciliation searches for), but callers see only their own tags, and may not send a
+    tag in the gateway's reserved form."""
+    tag = f"rt-{uuid.uuid4().hex[:8]}"
+    job = gateway.jobs.RunJob(
+        _request(tag, f"rid-{uuid.uuid4().hex}"), metadata=gateway.cloud(), timeout=60
+    ).job
+    assert list(job.tags) == [tag]
+    fetched = gateway.jobs.GetJob(
+        jobs_pb2.GetJobRequest(job_id=job.id), metadata=gateway.cloud(), timeout=30
+    ).job
+    assert list(fetched.tags) == [tag]
+    [posted] = _submissions(upstream, tag)
+    assert "rg-request-" in posted["body"]
+    with pytest.raises(grpc.RpcError) as caught:
+        gateway.jobs.RunJob(
+            _request("rg-request-0123", "rid-forged"), metadata=gateway.cloud(), timeout=30
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value)[0] == "INVALID_ARGUMENT" and "tags" in caught.value.details()
