@@ -32,6 +32,7 @@ from runtime_gateway_server.watch import RateLimiter
 
 # After a failed Redis call, a limiter uses its local bucket this long before asking again.
 RETRY_SECONDS = 2.0
+CALL_TIMEOUT = 1.0  # seconds; a slower answer counts as Redis unavailable
 MAX_ACCOUNTS = 10_000  # limiters a factory keeps (the least recently used go first)
 
 # KEYS: the account's TAT key. ARGV: interval (µs per request), burst tolerance (µs).
@@ -88,12 +89,15 @@ class FleetRateLimiter:
                 await self.local.acquire()
                 return
             try:
+                # Bounded like every fleet call: a Redis that hangs must not hold the
+                # watchers' polls (they fall back to the local bucket).
                 wait_us = int(
-                    await self._script()(
-                        keys=[self.key], args=[self.interval_us, self.tolerance_us]
+                    await asyncio.wait_for(
+                        self._script()(keys=[self.key], args=[self.interval_us, self.tolerance_us]),
+                        CALL_TIMEOUT,
                     )
                 )
-            except (redis.RedisError, OSError) as error:
+            except (redis.RedisError, OSError, TimeoutError) as error:
                 self.link.report(False, error)
                 self._retry_at = time.monotonic() + RETRY_SECONDS
                 continue

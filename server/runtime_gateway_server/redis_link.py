@@ -48,12 +48,19 @@ SCHEMES = ("redis", "rediss", "unix")
 # from the raw text, not from urlsplit, which ends the netloc at the first '/', '?' or '#'
 # (characters a password may hold) and would then report no password at all.
 _USERINFO = re.compile(
-    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@]*)@(?P<rest>.*)$", re.S
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.S
 )
 
 
+# redis-py also reads a password from the query string (`?password=...`).
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
 def mask_url(url: str) -> str:
-    """The URL without its password (`redis://user:***@host:6379/0`), for logs and errors."""
+    """The URL without its password (`redis://user:***@host:6379/0`), for logs and errors.
+    The user information ends at the last '@' (an unencoded '@' in a password is read so
+    by redis-py too), and a `password=` query parameter is masked as well."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     found = _USERINFO.match(url)
     if found is None:
         return url

@@ -361,6 +361,14 @@ class _Memory:
 _COUNTED_ROLES = ("leader", "follower", "alone")
 
 
+def _progress(job: dict[str, Any] | None) -> int:
+    """How far a job got (queued < running < final): states only move forward."""
+    state = state_of(job or {})
+    if state in FINAL_STATES:
+        return 3
+    return 2 if state == "RUNNING" else (1 if state else 0)
+
+
 def _state_key(job: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two observations of a job different updates."""
     return (state_of(job), (job.get("state") or {}).get("reason"), tuple(job.get("tags") or ()))
@@ -414,6 +422,7 @@ class JobWatch:
         self._redis_only: set[int] = set()  # revisions written there only (not news here)
         self.delivered = self.revision  # the last revision delivered to this replica's streams
         self._final: Update | None = None
+        self._ahead: dict[Subscriber, int] = {}  # resumed past what this follower has read
         self.shown: Update | None = self.current  # the last state these streams were given
 
     @property
@@ -451,8 +460,16 @@ class JobWatch:
         leader's newer observation may still be on its way to Redis (`_outbox`), without
         its epoch, and is delivered to every subscriber once written."""
         current = self.shown
+        same_epoch = not resume_epoch or resume_epoch == self.epoch
+        if resume_after > self.delivered and same_epoch and self.role == "follower":
+            # The client saw a later revision on the leader's replica than this follower
+            # has read: wait for the history rather than reset (`_settle_ahead` decides).
+            sub.sent[self.job_id] = resume_after
+            sub.epochs[self.job_id] = self.epoch
+            self._ahead[sub] = resume_after
+            return
         if resume_after and (
-            (resume_epoch and resume_epoch != self.epoch)
+            not same_epoch
             or current is None
             or resume_after > self.delivered  # never numbered here
         ):
@@ -487,6 +504,7 @@ class JobWatch:
     def detach(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
         self._waiting.pop(sub, None)
+        self._ahead.pop(sub, None)
         if sub.watches.get(self.job_id) is self:
             del sub.watches[self.job_id]
         if not self.subscribers and self.task is not None and not self.done:
@@ -660,6 +678,8 @@ class JobWatch:
                         pass
                 if await self._follow_for(check):
                     return  # the leader published the terminal state
+                if self._ahead:
+                    await self._settle_ahead()
                 first = None
                 continue
             # The leader, or alone: poll when due, and come back to renew the lease.
@@ -798,6 +818,7 @@ class JobWatch:
                 if state.revision <= self.delivered:
                     self.shown = state
             return
+        previous = self.shown
         self.epoch = epoch
         self.history.clear()
         self.history.extend(updates)
@@ -808,10 +829,19 @@ class JobWatch:
         if not self.synced:
             self._sync_waiting()
             return
+        # This replica may have shown a later state (it polled alone while Redis was away)
+        # than the history it joins holds: its streams must not go back to the older one.
+        # The job really is at least that far, so the leader's next observation differs
+        # from the stored state and is written: that entry reaches them, marked reset.
+        behind = (
+            previous is not None
+            and self.shown is not None
+            and _progress(previous.job) > _progress(self.shown.job)
+        )
         for sub in list(self.subscribers):  # it cannot know what it missed
             sub.sent[self.job_id] = 0
             sub.resets.add(self.job_id)
-            if self.shown is not None and not leading:
+            if self.shown is not None and not leading and not behind:
                 sub.offer(self.shown)
         if leading:
             # The stored state may be older than what these streams saw (this replica
@@ -858,6 +888,31 @@ class JobWatch:
                 return True
             self._take(update)
         return False
+
+    async def _settle_ahead(self) -> None:
+        """Subscribers that resumed past what this follower had read: once it has read that
+        far they simply go on; a point beyond the whole shared history (or in another
+        epoch by now) was never numbered there, and gets the current state marked reset."""
+        fleet = self.hub.fleet
+        assert fleet is not None and self.keys is not None
+        for sub, point in list(self._ahead.items()):
+            if self.delivered >= point or sub not in self.subscribers:
+                del self._ahead[sub]
+        if not self._ahead:
+            return
+        try:
+            epoch, entries, state = await fleet.history(self.keys)
+        except FleetUnavailable:
+            return
+        newest = max([e.revision for e in entries] + [state.revision if state else 0])
+        for sub, point in list(self._ahead.items()):
+            if epoch == self.epoch and point <= newest:
+                continue  # the reader brings it
+            del self._ahead[sub]
+            sub.sent[self.job_id] = 0
+            sub.resets.add(self.job_id)
+            if self.shown is not None:
+                sub.offer(self.shown)
 
     async def _follow_for(self, seconds: float) -> bool:
         """Follower: waits up to `seconds` for the history, delivering what it brings.

@@ -361,6 +361,9 @@ def _serve_fails(args: list[str], tmp: Path, env: dict[str, str] | None = None) 
         # whole URL printed in clear); the URL is refused with the password masked.
         ("redis://:s3cr/Et+pw==@127.0.0.1:6379/0", "percent-encode it"),
         ("redis://user:s3cr#Et@127.0.0.1:6379/0", "--redis-url redis://user:***@"),
+        # An unencoded '@' in the password, and a password in the query (redis-py reads both).
+        ("redis://:s3cr@Et@127.0.0.1:notaport/0", "--redis-url redis://:***@127.0.0.1"),
+        ("redis://127.0.0.1:notaport/0?password=s3crEt", "password=***"),
     ],
 )
 def test_a_bad_redis_url_is_one_line_without_the_password(
