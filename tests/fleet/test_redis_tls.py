@@ -5,7 +5,6 @@ password is in no log line."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import grpc
 import pytest
 
 from runtime_gateway.v1 import jobs_pb2, jobs_pb2_grpc
+from tests.pki import make_pki
 from tests.procs import Proc, start
 from tests.redis_server import RedisServer
 
@@ -23,21 +23,9 @@ QASM_BELL = (
 )
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    pki = tmp_path_factory.mktemp("redis-pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem", cwd=pki)  # fmt: skip
-    (pki / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=redis", "-keyout",
-             "server.key", "-out", "server.csr", cwd=pki)  # fmt: skip
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.pem",
-             cwd=pki)  # fmt: skip
+    pki = make_pki(tmp_path_factory.mktemp("redis-pki"))
     server = RedisServer(pki / "data", password=PASSWORD, tls=pki).start()
     yield server
     server.stop()
